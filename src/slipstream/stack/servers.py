@@ -1,0 +1,169 @@
+"""Redis, Prometheus and Alertmanager from Debian packages, on loopback ports of our choosing."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from slipstream.settings import Settings
+from slipstream.stack.process import ManagedProcess, port_accepts, require_binary
+
+# Prometheus scrapes often on the local stack so the demo and tests see data quickly.
+SCRAPE_INTERVAL = "2s"
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class RedisServer:
+    name = "redis"
+
+    def __init__(self, settings: Settings, run_dir: Path) -> None:
+        self.settings = settings
+        self.home = run_dir / "redis"
+        host, port = settings.redis_host_port
+        argv = [
+            "redis-server", "--bind", host, "--port", str(port), "--dir", str(self.home),
+            "--daemonize", "no", "--protected-mode", "yes", "--save", "",
+            "--appendonly", "yes", "--logfile", "",
+        ]  # fmt: skip
+        self.process = ManagedProcess(self.name, argv, run_dir)
+
+    @property
+    def address(self) -> str:
+        host, port = self.settings.redis_host_port
+        return f"redis://{host}:{port}"
+
+    def ports(self) -> list[int]:
+        return [self.settings.redis_host_port[1]]
+
+    def prepare(self) -> None:
+        require_binary("redis-server", "redis-server")
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def is_ready(self) -> bool:
+        import redis
+
+        host, port = self.settings.redis_host_port
+        if not port_accepts(host, port):
+            return False
+        try:
+            client = redis.Redis(host=host, port=port, socket_timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except redis.RedisError:
+            return False
+
+
+def prometheus_config(settings: Settings, targets_dir: Path) -> dict[str, object]:
+    am_host, am_port = settings.alertmanager_host_port
+    m_host, m_port = settings.metrics_host_port
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{am_host}:{am_port}"]}]}]},
+        "scrape_configs": [
+            {
+                "job_name": "slipstream",
+                "static_configs": [{"targets": [f"{m_host}:{m_port}"]}],
+            },
+            {
+                # Extra workers, test exporters: drop a JSON file in targets_dir.
+                "job_name": "slipstream-targets",
+                "file_sd_configs": [
+                    {"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}
+                ],
+            },
+        ],
+    }
+
+
+class PrometheusServer:
+    name = "prometheus"
+
+    def __init__(self, settings: Settings, run_dir: Path) -> None:
+        self.settings = settings
+        self.home = run_dir / "prometheus"
+        self.config = self.home / "prometheus.yml"
+        self.targets_dir = self.home / "targets"
+        host, port = settings.prometheus_host_port
+        argv = [
+            "prometheus", f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.home / 'data'}", "--storage.tsdb.retention.time=15d",
+            f"--web.listen-address={host}:{port}", "--web.enable-lifecycle",
+            "--web.enable-remote-write-receiver",
+        ]  # fmt: skip
+        self.process = ManagedProcess(self.name, argv, run_dir)
+
+    @property
+    def address(self) -> str:
+        host, port = self.settings.prometheus_host_port
+        return f"http://{host}:{port}"
+
+    def ports(self) -> list[int]:
+        return [self.settings.prometheus_host_port[1]]
+
+    def prepare(self) -> None:
+        require_binary("prometheus", "prometheus")
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        # JSON is valid YAML: no YAML writer needed for a generated file.
+        self.config.write_text(
+            json.dumps(prometheus_config(self.settings, self.targets_dir), indent=2)
+        )
+
+    def is_ready(self) -> bool:
+        return http_ok(self.address + "/-/ready")
+
+
+ALERTMANAGER_CONFIG = {
+    "route": {
+        "receiver": "default",
+        "group_by": ["alertname", "service", "slo"],
+        "group_wait": "5s",
+        "group_interval": "30s",
+        "repeat_interval": "4h",
+    },
+    # No notification channel on a developer machine: alerts are visible in the UI and API.
+    "receivers": [{"name": "default"}],
+}
+
+
+class AlertmanagerServer:
+    name = "alertmanager"
+
+    def __init__(self, settings: Settings, run_dir: Path) -> None:
+        self.settings = settings
+        self.home = run_dir / "alertmanager"
+        self.config = self.home / "alertmanager.yml"
+        host, port = settings.alertmanager_host_port
+        argv = [
+            "prometheus-alertmanager", f"--config.file={self.config}",
+            f"--storage.path={self.home / 'data'}", f"--web.listen-address={host}:{port}",
+            # One instance, no gossip: nothing listens on the cluster port.
+            "--cluster.listen-address=",
+        ]  # fmt: skip
+        self.process = ManagedProcess(self.name, argv, run_dir)
+
+    @property
+    def address(self) -> str:
+        host, port = self.settings.alertmanager_host_port
+        return f"http://{host}:{port}"
+
+    def ports(self) -> list[int]:
+        return [self.settings.alertmanager_host_port[1]]
+
+    def prepare(self) -> None:
+        require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps(ALERTMANAGER_CONFIG, indent=2))
+
+    def is_ready(self) -> bool:
+        return http_ok(self.address + "/-/ready")

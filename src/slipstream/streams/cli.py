@@ -1,0 +1,118 @@
+"""The ``slipstream`` command: parses flags into Settings and hands over to the parts.
+
+Thin on purpose: each verb is a few lines that wire settings into a module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from slipstream.settings import Settings, SettingsError, load_settings
+from slipstream.stack.process import StackError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+def _settings_flags() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("settings (flag, then SLIPSTREAM_<NAME>, then default)")
+    g.add_argument("--kafka-bootstrap", dest="kafka_bootstrap", metavar="HOST:PORT")
+    g.add_argument("--redis-url", dest="redis_url", metavar="URL")
+    g.add_argument("--prometheus-url", dest="prometheus_url", metavar="URL")
+    g.add_argument("--alertmanager-url", dest="alertmanager_url", metavar="URL")
+    g.add_argument("--metrics-addr", dest="metrics_addr", metavar="HOST:PORT")
+    g.add_argument("--namespace", dest="namespace", metavar="NS")
+    g.add_argument("--catalogue", dest="catalogue", metavar="FILE")
+    g.add_argument("--partitions", dest="partitions", type=int, metavar="N")
+    g.add_argument("--stack-dir", dest="stack_dir", metavar="DIR")
+    return common
+
+
+SETTINGS_KEYS = (
+    "kafka_bootstrap", "redis_url", "prometheus_url", "alertmanager_url", "metrics_addr",
+    "namespace", "catalogue", "partitions", "stack_dir",
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _settings_flags()
+    parser = argparse.ArgumentParser(
+        prog="slipstream",
+        description="Real-time SLO pipeline: burn-rate alerts, error budgets, deploy verdicts.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    stack = verbs.add_parser("stack", parents=[common], help="local Kafka, Redis, Prometheus")
+    stack.add_argument("action", choices=["up", "down", "status", "fetch"])
+    stack.add_argument("--json", action="store_true", help="status as JSON")
+
+    worker = verbs.add_parser("worker", parents=[common], help="run the stream processors")
+    worker.add_argument("--loglevel", default="warning")
+
+    demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
+    demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
+    demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
+    demo.add_argument("--rate", type=float, default=200.0, help="request events per second")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings({k: getattr(args, k, None) for k in SETTINGS_KEYS})
+        return _dispatch(args, settings)
+    except (SettingsError, StackError) as exc:
+        print(f"slipstream: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.verb == "stack":
+        return _stack(args, settings)
+    if args.verb == "worker":
+        from slipstream.streams.worker import run_worker
+
+        return run_worker(settings, loglevel=args.loglevel)
+    if args.verb == "demo":
+        from slipstream.streams.demo import run_demo
+
+        return run_demo(settings, start_stack=not args.no_stack, duration_s=args.duration,
+                        rate_per_s=args.rate)  # fmt: skip
+    raise AssertionError(args.verb)
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from slipstream.stack.kafka import ensure_jars, jars_cached
+    from slipstream.stack.manager import StackManager
+
+    if args.action == "fetch":
+        cached = jars_cached(settings)
+        libs = ensure_jars(settings)
+        print(f"kafka {settings.kafka_version} jars {'cached' if cached else 'resolved'}: {libs}")
+        return EXIT_OK
+    manager = StackManager(settings)
+    if args.action == "up":
+        manager.up()
+        print(f"stack is up; data and logs in {manager.run_dir}")
+        return EXIT_OK
+    if args.action == "down":
+        manager.down()
+        return EXIT_OK
+    rows = manager.status()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+    else:
+        for r in rows:
+            pid = str(r.pid) if r.pid else "-"
+            print(f"{r.name:<13} {r.state:<9} pid={pid:<8} {r.address:<28} log={r.log}")
+    return EXIT_OK if all(r.state == "running" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
