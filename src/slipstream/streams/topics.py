@@ -1,0 +1,83 @@
+"""Creates the project's topics with the admin client (the broker never auto-creates them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from slipstream import conventions
+from slipstream.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    ns, n = settings.namespace, settings.partitions
+    specs = [TopicSpec(conventions.topic_name(ns, t), n) for t in conventions.SOURCE_TOPICS]
+    specs += [
+        TopicSpec(conventions.topic_name(ns, t), n, t in conventions.COMPACTED_TOPICS)
+        for t in conventions.OUTPUT_TOPICS
+    ]
+    specs += [TopicSpec(conventions.dlq_topic_name(ns, t), 1) for t in conventions.SOURCE_TOPICS]
+    return specs
+
+
+def admin_client(settings: Settings, client_id: str = "slipstream-admin") -> KafkaAdminClient:
+    return KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        client_id=client_id,
+        request_timeout_ms=15000,
+    )
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the missing topics; return the names created. Existing ones are left as they are."""
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(
+                name=s.name,
+                num_partitions=s.partitions,
+                # -1: the broker's default.replication.factor (1 on the local stack).
+                replication_factor=-1,
+                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+            )
+            for s in topic_specs(settings)
+            if s.name not in existing
+        ]
+        if not new:
+            return []
+        try:
+            admin.create_topics(new, timeout_ms=15000)
+        except TopicAlreadyExistsError:
+            pass  # another worker created them at the same moment
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def delete_namespace_topics(settings: Settings) -> list[str]:
+    """Delete every topic of the settings' namespace (tests clean up after themselves)."""
+    if not settings.namespace:
+        raise ValueError("refusing to delete topics outside a namespace")
+    admin = admin_client(settings)
+    try:
+        prefix = settings.namespace + "."
+        doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            try:
+                admin.delete_topics(doomed, timeout_ms=15000)
+            except KafkaError:
+                pass  # best effort: a namespace's topics are invisible to other namespaces anyway
+        return doomed
+    finally:
+        admin.close()
