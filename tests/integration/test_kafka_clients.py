@@ -1,4 +1,4 @@
-"""Both Python Kafka clients the project uses talk to the pinned broker: produce, consume, commit."""
+"""Both Python Kafka clients talk to the pinned broker: produce, consume, commit."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def test_ensure_topics_creates_every_topic_once(settings: Settings) -> None:
     assert ensure_topics(settings) == []
     admin = admin_client(settings)
     try:
-        described = admin.describe_topics([conventions.topic_name(settings.namespace, "slo.requests")])
+        described = admin.describe_topics(
+            [conventions.topic_name(settings.namespace, "slo.requests")]
+        )
         assert len(described[0]["partitions"]) == settings.partitions
         budget = conventions.topic_name(settings.namespace, conventions.BUDGET_TOPIC)
         configs = admin.describe_configs(config_resources=[ConfigResource("TOPIC", budget)])

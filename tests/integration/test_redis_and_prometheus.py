@@ -5,10 +5,11 @@ from __future__ import annotations
 import redis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from helpers import poll, prometheus_query, register_scrape_target
 from slipstream import conventions
 from slipstream.settings import Settings
 from slipstream.stack.process import free_port
+
+from helpers import poll, prometheus_query, register_scrape_target
 
 
 def test_redis_budget_hash_round_trip_inside_the_namespace(settings: Settings) -> None:

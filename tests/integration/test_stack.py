@@ -107,7 +107,9 @@ def test_down_never_signals_a_process_it_did_not_start(
         # A stale pid file naming an unrelated process (as after a reboot reuses the pid).
         pid_file = manager.component("redis").process.pid_file
         pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f'{{"pid": {bystander.pid}, "start_ticks": 1, "argv0": "redis-server"}}')
+        pid_file.write_text(
+            f'{{"pid": {bystander.pid}, "start_ticks": 1, "argv0": "redis-server"}}'
+        )
         assert manager.down(report=lambda _: None) == []
         assert bystander.poll() is None
     finally:

@@ -1,16 +1,20 @@
-"""The faust worker consumes the source topics through the real broker and is scraped by Prometheus."""
+"""The faust worker consumes the source topics from the real broker; Prometheus scrapes it."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from helpers import poll, prometheus_query, register_scrape_target, running_worker, scrape
 from slipstream import conventions
 from slipstream.settings import Settings
 from slipstream.stack.process import free_port
+from slipstream.streams.supervise import scrape, worker_process
+
+from helpers import poll, prometheus_query, register_scrape_target
 
 REQUESTS, DEPLOYS = 400, 25
 
@@ -31,7 +35,7 @@ def test_worker_consumes_commits_and_is_scraped(
 ) -> None:
     metrics_addr = f"127.0.0.1:{free_port()}"
     settings = settings.replace(metrics_addr=metrics_addr)
-    with running_worker(settings, tmp_path / "worker.log") as proc:
+    with worker_process(settings, tmp_path / "worker.log") as proc:
         # The worker creates its topics; produce once they exist.
         poll(lambda: scrape(metrics_addr), bool, timeout_s=60, what="worker metrics endpoint")
         _produce(settings)
@@ -82,10 +86,6 @@ def test_worker_consumes_commits_and_is_scraped(
 
 
 def test_worker_refuses_a_taken_metrics_port(settings: Settings, tmp_path: Path) -> None:
-    import socket
-    import subprocess
-    import sys
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -99,6 +99,3 @@ def test_worker_refuses_a_taken_metrics_port(settings: Settings, tmp_path: Path)
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr
     assert "SLIPSTREAM_METRICS_ADDR" in result.stderr
-
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -139,10 +139,8 @@ class StackManager:
         out = []
         for comp in self.components:
             rec = comp.process.record()
-            if rec is None:
-                state = "stopped"
-            else:
-                state = "running" if comp.is_ready() else "starting"
+            ready = rec is not None and comp.is_ready()
+            state = "stopped" if rec is None else ("running" if ready else "starting")
             out.append(
                 ComponentStatus(
                     comp.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,8 +29,7 @@ def require_binary(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if path is None:
         raise StackError(
-            f"{binary} is not installed; run `make install` "
-            f"(or as root: apt-get install {package})"
+            f"{binary} is not installed; run `make install` (or as root: apt-get install {package})"
         )
     return path
 
@@ -68,10 +68,21 @@ def port_accepts(host: str, port: int, timeout_s: float = 0.5) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, chosen below the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, which any outgoing connection (a
+    Kafka client, say) may take before the server we start can bind it.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low, 20001))
+        if port_is_free(host, port):
+            return port
+    raise StackError(f"no free port found on {host} between 20000 and {low}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,9 @@ class ManagedProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(self.env or {})}
         with self.log_file.open("ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} start {self.argv[0]}\n".encode())
+            log.write(
+                f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} start {self.argv[0]}\n".encode()
+            )
             log.flush()
             # A session of its own: our own Ctrl-C does not reach the servers,
             # and stop() can signal the whole group.

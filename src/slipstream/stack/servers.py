@@ -69,7 +69,9 @@ def prometheus_config(settings: Settings, targets_dir: Path) -> dict[str, object
     m_host, m_port = settings.metrics_host_port
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{am_host}:{am_port}"]}]}]},
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"{am_host}:{am_port}"]}]}]
+        },
         "scrape_configs": [
             {
                 "job_name": "slipstream",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -56,10 +57,9 @@ def ensure_topics(settings: Settings) -> list[str]:
         ]
         if not new:
             return []
-        try:
+        # Another worker may create them at the same moment.
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics(new, timeout_ms=15000)
-        except TopicAlreadyExistsError:
-            pass  # another worker created them at the same moment
         return [t.name for t in new]
     finally:
         admin.close()
@@ -74,10 +74,9 @@ def delete_namespace_topics(settings: Settings) -> list[str]:
         prefix = settings.namespace + "."
         doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
         if doomed:
-            try:
+            # Best effort: a namespace's topics are invisible to other namespaces anyway.
+            with contextlib.suppress(KafkaError):
                 admin.delete_topics(doomed, timeout_ms=15000)
-            except KafkaError:
-                pass  # best effort: a namespace's topics are invisible to other namespaces anyway
         return doomed
     finally:
         admin.close()

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from slipstream.settings import Settings, SettingsError, load_settings, settings_env
+
+
+def test_defaults_match_the_design() -> None:
+    s = load_settings(environ={})
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.metrics_addr == "127.0.0.1:9464"
+    assert s.namespace == ""
+
+
+def test_flags_beat_environment_beat_defaults() -> None:
+    env = {"SLIPSTREAM_NAMESPACE": "from-env", "SLIPSTREAM_REDIS_URL": "redis://127.0.0.1:7000/1"}
+    s = load_settings({"namespace": "from-flag", "redis_url": None}, environ=env)
+    assert s.namespace == "from-flag"
+    assert s.redis_url == "redis://127.0.0.1:7000/1"
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+
+
+def test_environment_integers_are_parsed_and_checked() -> None:
+    assert load_settings(environ={"SLIPSTREAM_PARTITIONS": "8"}).partitions == 8
+    with pytest.raises(SettingsError, match="partitions: expected an integer"):
+        load_settings(environ={"SLIPSTREAM_PARTITIONS": "eight"})
+    with pytest.raises(SettingsError, match="partitions must be >= 1"):
+        load_settings({"partitions": 0}, environ={})
+
+
+@pytest.mark.parametrize("bad", ["a.b", "has space", "-lead", "x" * 49, "ns/slash", "ns:colon"])
+def test_namespaces_that_would_break_topics_or_keys_are_refused(bad: str) -> None:
+    with pytest.raises(SettingsError, match="namespace"):
+        load_settings({"namespace": bad}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kafka_bootstrap", "localhost", "kafka_bootstrap: expected HOST:PORT"),
+        ("metrics_addr", "127.0.0.1:99999", "metrics_addr: expected HOST:PORT"),
+        ("redis_url", "127.0.0.1:6379", "redis_url: expected a redis://"),
+        ("prometheus_url", "http://127.0.0.1:notaport", "prometheus_url: bad port"),
+    ],
+)
+def test_addresses_are_validated_with_the_setting_named(
+    field: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings({field: value}, environ={})
+
+
+def test_unknown_override_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="unknown setting 'kafka'"):
+        load_settings({"kafka": "x"}, environ={})
+
+
+def test_host_ports_are_derived_from_urls() -> None:
+    s = load_settings(
+        {"kafka_bootstrap": "127.0.0.1:19092,127.0.0.2:19092", "redis_url": "rediss://h:7/0"},
+        environ={},
+    )
+    assert s.kafka_host_port == ("127.0.0.1", 19092)
+    assert s.redis_host_port == ("h", 7)
+    assert s.prometheus_host_port == ("127.0.0.1", 9090)
+
+
+def test_settings_env_reproduces_the_same_settings_in_a_child() -> None:
+    s = load_settings({"namespace": "ns1", "partitions": 3}, environ={})
+    assert load_settings(environ=settings_env(s)) == s
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.namespace = "x"  # type: ignore[misc]
