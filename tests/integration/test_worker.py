@@ -99,3 +99,15 @@ def test_worker_refuses_a_taken_metrics_port(settings: Settings, tmp_path: Path)
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr
     assert "SLIPSTREAM_METRICS_ADDR" in result.stderr
+
+
+def test_an_unreachable_broker_is_a_clear_error(settings: Settings, tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "slipstream.streams.cli", "worker", "--kafka-bootstrap", dead,
+         "--namespace", settings.namespace, "--stack-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"slipstream: error: Kafka at {dead}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,8 +10,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from kafka.errors import KafkaError
+
 from slipstream.settings import Settings, SettingsError, load_settings
 from slipstream.stack.process import StackError
+from slipstream.streams.topics import TopicAdminError
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -65,8 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings({k: getattr(args, k, None) for k in SETTINGS_KEYS})
         return _dispatch(args, settings)
-    except (SettingsError, StackError) as exc:
+    except (SettingsError, StackError, TopicAdminError) as exc:
         print(f"slipstream: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KafkaError as exc:
+        bootstrap = getattr(args, "kafka_bootstrap", None) or "the configured bootstrap servers"
+        print(f"slipstream: error: Kafka at {bootstrap}: {exc!r}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

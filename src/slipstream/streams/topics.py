@@ -6,8 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from slipstream import conventions
 from slipstream.settings import Settings
@@ -36,31 +35,51 @@ def admin_client(settings: Settings, client_id: str = "slipstream-admin") -> Kaf
         bootstrap_servers=settings.kafka_bootstrap.split(","),
         client_id=client_id,
         request_timeout_ms=15000,
+        bootstrap_timeout_ms=10000,  # an unreachable broker: fail in seconds, not half a minute
     )
 
 
+class TopicAdminError(RuntimeError):
+    """The broker refused to create a topic; the message carries its reason."""
+
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+
 def ensure_topics(settings: Settings) -> list[str]:
-    """Create the missing topics; return the names created. Existing ones are left as they are."""
+    """Create the missing topics; return the names created. Existing ones are left as they are.
+
+    Returns once the new topics are in the broker's metadata with a leader for
+    every partition, so a producer or consumer can use them straight away.
+    """
     admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
-        new = [
-            NewTopic(
-                name=s.name,
-                num_partitions=s.partitions,
+        wanted = {
+            s.name: {
+                "num_partitions": s.partitions,
                 # -1: the broker's default.replication.factor (1 on the local stack).
-                replication_factor=-1,
-                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
-            )
+                "replication_factor": -1,
+                "configs": {"cleanup.policy": "compact"} if s.compacted else {},
+            }
             for s in topic_specs(settings)
             if s.name not in existing
-        ]
-        if not new:
+        }
+        if not wanted:
             return []
-        # Another worker may create them at the same moment.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics(new, timeout_ms=15000)
-        return [t.name for t in new]
+        response = admin.create_topics(
+            wanted, timeout_ms=15000, raise_errors=False, wait_for_metadata=True
+        )
+        created, failed = [], []
+        for result in response["topics"]:
+            code = result["error_code"]
+            if code == 0:
+                created.append(result["name"])
+            elif code != TOPIC_ALREADY_EXISTS:  # another worker created it at the same moment
+                failed.append(f"{result['name']}: {result['error_message']} (code {code})")
+        if failed:
+            raise TopicAdminError("could not create topics: " + "; ".join(failed))
+        return created
     finally:
         admin.close()
 
