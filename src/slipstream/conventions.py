@@ -28,6 +28,9 @@ REDIS_PREFIX: Final = "slipstream"
 # Metric names (units in names, _total on counters).
 METRIC_INPUT_MESSAGES: Final = "slipstream_input_messages"  # counter: prometheus adds _total
 METRIC_INPUT_BYTES: Final = "slipstream_input_bytes"
+METRIC_INPUT_EVENTS: Final = "slipstream_input_events"
+METRIC_DEAD_LETTERS: Final = "slipstream_dead_letters"
+METRIC_DUPLICATE_EVENTS: Final = "slipstream_duplicate_events"
 METRIC_WORKER_INFO: Final = "slipstream_worker"  # info: prometheus adds _info
 
 

@@ -1,13 +1,15 @@
 """The faust worker: consumes the source topics as raw bytes and serves /metrics.
 
-At this stage it counts what it consumes; decoding, classification and the
-SLO engine hang off the same agent in later modules.
+Each message is decoded and validated by the input side (``ingest``); what
+fails goes to ``<topic>.dlq`` with its reason. Classification and the SLO
+engine hang off the same agent in later modules.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from slipstream import conventions
 from slipstream.settings import Settings
 from slipstream.sinks.metrics import WorkerMetrics
 from slipstream.stack.process import StackError
+from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
 from slipstream.streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -48,14 +51,42 @@ def create_app(settings: Settings, metrics: WorkerMetrics) -> faust.App:
         value_type=bytes,
         partitions=settings.partitions,
     )
+    dlq = {
+        base: app.topic(conventions.dlq_topic_name(ns, base), key_type=bytes, value_type=bytes)
+        for base in conventions.SOURCE_TOPICS
+    }
+    ingestor = Ingestor()
 
     # concurrency=1: a counting agent must never commit past an unfinished event (faust #606).
     @app.agent(sources, concurrency=1)
     async def consume_sources(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         async for event in stream.events():
-            topic = base_of.get(event.message.topic, "other")
+            msg = event.message
+            topic = base_of.get(msg.topic, "other")
+            value: bytes = event.value or b""
             metrics.input_messages.labels(topic).inc()
-            metrics.input_bytes.labels(topic).inc(len(event.value or b""))
+            metrics.input_bytes.labels(topic).inc(len(value))
+            now_ms = int(time.time() * 1000)
+            try:
+                result = ingestor.ingest(topic, msg.partition, value, now_ms)
+            except Exception as exc:
+                # A bug of ours must neither stop the stream nor skip the event unseen
+                # (an exception escaping the agent acknowledges the event: faust #315).
+                log.exception("ingest failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                result = Ingested(
+                    dead=[DeadLetter(value, type(exc).__name__, "internal-error", str(exc))]
+                )
+            for dead in result.dead:
+                headers = dead.headers(msg.topic, msg.partition, msg.offset, now_ms)
+                # Sent before the source offset is committed (faust publishes attached
+                # messages first), so a dead letter is never lost.
+                await dlq[topic].send(key=msg.key, value=dead.value, headers=headers)
+                metrics.dead_letters.labels(topic, dead.reason).inc()
+            accepted = len(result.requests) + len(result.deploys)
+            if accepted:
+                metrics.input_events.labels(topic).inc(accepted)
+            if result.duplicates:
+                metrics.duplicate_events.labels(topic).inc(result.duplicates)
             yield None
 
     return app
