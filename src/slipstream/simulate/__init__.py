@@ -1,0 +1,1 @@
+"""Seeded synthetic traffic and deploys, described by YAML scenarios."""
