@@ -101,14 +101,19 @@ class SlipstreamProducer:
         self.deploys_topic = conventions.topic_name(namespace, conventions.DEPLOYS_TOPIC)
         self.codec = AvroCodec()
         timeout_ms = int(connect_timeout_s * 1000)
+        request_timeout_ms = min(timeout_ms, 30_000)
+        linger = 5
         config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers.split(","),
             "acks": "all",
-            "linger_ms": 5,
+            "linger_ms": linger,
             "bootstrap_timeout_ms": timeout_ms,
             "max_block_ms": timeout_ms,
-            "request_timeout_ms": min(timeout_ms, 30_000),
-            "delivery_timeout_ms": max(int(delivery_timeout_s * 1000), min(timeout_ms, 30_000)),
+            "request_timeout_ms": request_timeout_ms,
+            # Kafka requires delivery timeout > linger + request timeout.
+            "delivery_timeout_ms": max(
+                int(delivery_timeout_s * 1000), request_timeout_ms + linger + 1000
+            ),
             "client_id": SDK_NAME,
             **kafka_config,
         }

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = verbs.add_parser("worker", parents=[common], help="run the stream processors")
     worker.add_argument("--loglevel", default="warning")
 
+    from slipstream.streams import produce_cli
+
+    produce_cli.add_parsers(verbs, common)
+
     demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
@@ -91,6 +95,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_demo(settings, start_stack=not args.no_stack, duration_s=args.duration,
                         rate_per_s=args.rate)  # fmt: skip
+    if args.verb in ("deploy", "replay", "simulate"):
+        from slipstream.streams import produce_cli
+
+        run = {"deploy": produce_cli.run_deploy, "replay": produce_cli.run_replay,
+               "simulate": produce_cli.run_simulate}[args.verb]  # fmt: skip
+        return run(args, settings)
     raise AssertionError(args.verb)
 
 
