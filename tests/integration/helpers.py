@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -46,3 +46,26 @@ def register_scrape_target(targets_dir: Path, name: str, addr: str) -> Path:
     tmp.write_text(json.dumps([{"targets": [addr], "labels": {"instance_name": name}}]))
     tmp.replace(path)  # Prometheus must never read a half-written file
     return path
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 30) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its current end, in partition order."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out reading {topic}")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -15,10 +15,17 @@ def test_demo_runs_end_to_end_and_drains(settings: Settings) -> None:
     env = {**os.environ, **settings_env(settings)}
     result = subprocess.run(
         [sys.executable, "-m", "slipstream.streams.cli", "demo", "--no-stack",
-         "--duration", "8", "--rate", "150"],
+         "--duration", "8", "--speed", "100"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo done: all" in result.stdout
-    assert "deploy checkout v43: rolled out" in result.stdout
-    assert "1 deploys consumed" in result.stdout
+    assert "deploys accounted for" in result.stdout
+    assert "deploy: checkout v43 started (10%, code)" in result.stdout
+    assert "deploy: payments v18 started (100%, config)" in result.stdout
+    # Every event the demo sends is valid: nothing on the dead-letter topics.
+    last_table = result.stdout.rsplit("slipstream demo", 1)[-1]
+    for line in last_table.splitlines():
+        if line.strip().startswith("slo."):
+            sent, accepted, dead, dup = (int(x) for x in line.split()[1:])
+            assert sent == accepted and dead == 0 and dup == 0, line

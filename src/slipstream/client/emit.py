@@ -35,14 +35,16 @@ def emit(
     progress_every_s: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    stats: EmitStats | None = None,
 ) -> EmitStats:
     """Send every event with its original event time.
 
     ``speed=None`` sends as fast as the SDK takes them; ``speed=N`` keeps N times
     the trace's own pace, measured from its first event (an event earlier than
-    the ones already sent goes out at once).
+    the ones already sent goes out at once). Pass ``stats`` to keep the counts
+    when the caller interrupts the sending.
     """
-    stats = EmitStats()
+    stats = stats if stats is not None else EmitStats()
     start = clock()
     first_event_ms: int | None = None
     next_progress = start + progress_every_s

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
-    demo.add_argument("--rate", type=float, default=200.0, help="request events per second")
+    demo.add_argument("--scenario", default="bad-deploy", help="shipped name or a YAML file")
+    demo.add_argument("--speed", type=float, default=10.0, help="times the scenario's own pace")
     return parser
 
 
@@ -94,7 +95,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from slipstream.streams.demo import run_demo
 
         return run_demo(settings, start_stack=not args.no_stack, duration_s=args.duration,
-                        rate_per_s=args.rate)  # fmt: skip
+                        scenario_name=args.scenario, speed=args.speed)  # fmt: skip
     if args.verb in ("deploy", "replay", "simulate"):
         from slipstream.streams import produce_cli
 
