@@ -1,0 +1,310 @@
+"""The SLO engine of one source partition: classify, count, evaluate at event time, report.
+
+Deterministic by construction: each SLO has its own event-time clock that
+moves in 10 s steps when one of its own events reaches the next boundary
+(or, for an SLO whose service has gone quiet, when the partition's newest
+event time is ``idle_lateness_ms`` past it). At each boundary the SLO is
+evaluated on everything counted before it, whatever the message boundaries
+were. Events behind the clock are *late*: they are counted all the same
+(every window evaluated from then on includes them) but evaluations already
+made are not revisited.
+
+The engine's whole state is a set of key → JSON-able values (buckets with
+their offset guard, clocks, alert machines) that the worker keeps in a
+changelog-backed table, so a restarted or rebalanced worker resumes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining, burn_rate
+from slipstream.slo.catalogue import Catalogue, Slo
+from slipstream.slo.events import Request
+from slipstream.slo.policy import REPORTED_WINDOWS_MS
+from slipstream.slo.windows import (
+    COARSE_MS,
+    FINE_MS,
+    MEDIUM_MS,
+    RES_CODE,
+    Bucket,
+    WindowCounts,
+)
+
+RESOLUTIONS: Final = (FINE_MS, MEDIUM_MS, COARSE_MS)
+_CODE_RES: Final = {v: k for k, v in RES_CODE.items()}
+
+
+@dataclass(frozen=True)
+class BudgetSnapshot:
+    service: str
+    slo: str
+    objective_percent: float
+    period_days: int
+    good: int
+    total: int
+    budget_remaining_ratio: float
+    burn_rates: Mapping[str, float]
+    active_alerts: tuple[str, ...]
+    updated_at_ms: int  # event time (the SLO's clock)
+    frozen: bool = False
+    freeze_reason: str | None = None
+
+    @property
+    def sli(self) -> float | None:
+        return self.good / self.total if self.total else None
+
+
+@dataclass
+class SloRuntime:
+    slo: Slo
+    windows: WindowCounts
+    machine: AlertMachine = field(default_factory=AlertMachine)
+    first_clock_ms: int | None = None  # when the SLO was first seen (event time)
+    last_emit_ms: int | None = None  # event time of the last BudgetSnapshot sent
+    latest: BudgetSnapshot | None = None
+    latest_emitted: bool = True
+
+    @property
+    def clock_ms(self) -> int | None:
+        return self.windows.clock_ms
+
+
+@dataclass
+class MessageResult:
+    """What one message changed: table writes and deletes, and what to publish."""
+
+    writes: dict[str, Any] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    transitions: list[tuple[Transition, BudgetSnapshot]] = field(default_factory=list)
+    snapshots: list[BudgetSnapshot] = field(default_factory=list)
+    late_events: int = 0
+    skipped_replayed: int = 0
+    unknown_service_events: int = 0
+
+
+def windows_for(slo: Slo) -> set[int]:
+    needed = set(REPORTED_WINDOWS_MS.values()) | {slo.period_ms}
+    for tier in slo.tiers:
+        needed |= {tier.long_window_ms, tier.short_window_ms}
+    return needed
+
+
+class PartitionEngine:
+    def __init__(
+        self,
+        partition: int,
+        catalogue: Catalogue,
+        *,
+        idle_lateness_ms: int = 300_000,
+        budget_interval_ms: int = 60_000,
+    ) -> None:
+        self.partition = partition
+        self.catalogue = catalogue
+        self.idle_lateness_ms = idle_lateness_ms
+        self.budget_interval_ms = budget_interval_ms
+        self.runtimes: dict[tuple[str, str], SloRuntime] = {}
+        self.watermark_ms: int | None = None
+        self._idle_clock_ms = 0
+        self._offset = -1
+        self._touched: set[tuple[str, str, int, int]] = set()
+        self._dirty_state: set[tuple[str, str]] = set()
+        self._result = MessageResult()
+
+    # -- keys of the changelog table ----------------------------------------------------
+
+    def _bucket_key(self, service: str, slo: str, res: int, index: int) -> str:
+        return f"{self.partition}|b|{service}|{slo}|{RES_CODE[res]}|{index}"
+
+    def _state_key(self, service: str, slo: str) -> str:
+        return f"{self.partition}|s|{service}|{slo}"
+
+    @property
+    def _partition_key(self) -> str:
+        return f"{self.partition}|p"
+
+    # -- runtime per SLO ----------------------------------------------------------------
+
+    def _runtime(self, slo: Slo) -> SloRuntime:
+        key = (slo.service, slo.name)
+        rt = self.runtimes.get(key)
+        if rt is None:
+            rt = self.runtimes[key] = SloRuntime(slo, WindowCounts(windows_for(slo)))
+        return rt
+
+    # -- processing -----------------------------------------------------------------------
+
+    def begin(self, offset: int) -> None:
+        self._offset = offset
+        self._touched.clear()
+        self._result = MessageResult()
+
+    def absorb(self, request: Request) -> None:
+        slos = self.catalogue.slos_of(request.service)
+        if not slos:
+            self._result.unknown_service_events += 1
+            return
+        ts = request.timestamp_ms
+        if self.watermark_ms is None or ts > self.watermark_ms:
+            self.watermark_ms = ts
+        for slo in slos:
+            rt = self._runtime(slo)
+            boundary = ts // FINE_MS * FINE_MS
+            if rt.clock_ms is None or boundary > rt.clock_ms:
+                self._advance(rt, boundary)
+            elif ts < rt.clock_ms:
+                self._result.late_events += 1
+            bad = 1 if slo.sli.is_bad(request) else 0
+            self._count(rt, ts, bad)
+
+    def _count(self, rt: SloRuntime, ts: int, bad: int) -> None:
+        slo = rt.slo
+        for res in RESOLUTIONS:
+            index = ts // res
+            mark = (slo.service, slo.name, res, index)
+            if mark not in self._touched:
+                bucket = rt.windows.series[res].get(index)
+                if bucket is not None and bucket.offset >= self._offset:
+                    # The offset guard: this message was absorbed before a restart.
+                    self._result.skipped_replayed += res == FINE_MS
+                    continue
+                self._touched.add(mark)
+            rt.windows.add(res, index, bad, 1, self._offset)
+
+    def _advance(self, rt: SloRuntime, target_ms: int) -> None:
+        """Step the SLO's clock to ``target_ms``, evaluating at every 10 s boundary."""
+        slo = rt.slo
+        self._dirty_state.add((slo.service, slo.name))
+        if rt.clock_ms is None:
+            self._expired(rt, rt.windows.advance(target_ms))
+            rt.first_clock_ms = target_ms
+            return
+        step = rt.clock_ms + FINE_MS
+        while step <= target_ms:
+            self._expired(rt, rt.windows.advance(step))
+            self._evaluate(rt)
+            step += FINE_MS
+
+    def _expired(self, rt: SloRuntime, gone: Iterable[tuple[int, int]]) -> None:
+        for res, index in gone:
+            self._result.deletes.add(self._bucket_key(rt.slo.service, rt.slo.name, res, index))
+
+    def _evaluate(self, rt: SloRuntime) -> None:
+        slo = rt.slo
+        clock = rt.clock_ms
+        assert clock is not None
+        windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
+        observed = clock - (rt.first_clock_ms if rt.first_clock_ms is not None else clock)
+        transition = rt.machine.evaluate(slo, clock, windows, observed)
+        snapshot = self._snapshot(rt, windows)
+        rt.latest = snapshot
+        if transition is not None:
+            self._result.transitions.append((transition, snapshot))
+        due = rt.last_emit_ms is None or clock - rt.last_emit_ms >= self.budget_interval_ms
+        if transition is not None or due:
+            self._result.snapshots.append(snapshot)
+            rt.last_emit_ms = clock
+            rt.latest_emitted = True
+        else:
+            rt.latest_emitted = False
+
+    def _snapshot(self, rt: SloRuntime, windows: Mapping[int, tuple[int, int]]) -> BudgetSnapshot:
+        slo = rt.slo
+        bad, total = windows[slo.period_ms]
+        assert rt.clock_ms is not None
+        return BudgetSnapshot(
+            service=slo.service,
+            slo=slo.name,
+            objective_percent=slo.objective_percent,
+            period_days=slo.period_days,
+            good=total - bad,
+            total=total,
+            budget_remaining_ratio=budget_remaining(bad, total, slo.error_budget),
+            burn_rates={
+                name: burn_rate(*windows[w], slo.error_budget)
+                for name, w in REPORTED_WINDOWS_MS.items()
+            },
+            active_alerts=tuple(rt.machine.active_severities()),
+            updated_at_ms=rt.clock_ms,
+        )
+
+    def end(self) -> MessageResult:
+        """Finish the message: move quiet SLOs along, and collect the table changes."""
+        if self.watermark_ms is not None:
+            idle_clock = (self.watermark_ms - self.idle_lateness_ms) // FINE_MS * FINE_MS
+            if idle_clock > self._idle_clock_ms:
+                self._idle_clock_ms = idle_clock
+                for rt in self.runtimes.values():
+                    if rt.clock_ms is not None and rt.clock_ms < idle_clock:
+                        self._advance(rt, idle_clock)
+        result = self._result
+        for service, slo_name, res, index in self._touched:
+            rt = self.runtimes[(service, slo_name)]
+            bucket = rt.windows.series[res].get(index)
+            if bucket is not None:
+                key = self._bucket_key(service, slo_name, res, index)
+                result.writes[key] = [bucket.bad, bucket.total, bucket.offset]
+                result.deletes.discard(key)
+        for service, slo_name in self._dirty_state:
+            rt = self.runtimes[(service, slo_name)]
+            result.writes[self._state_key(service, slo_name)] = {
+                "clock_ms": rt.clock_ms,
+                "first_clock_ms": rt.first_clock_ms,
+                "last_emit_ms": rt.last_emit_ms,
+                "machine": rt.machine.to_dict(),
+            }
+        self._dirty_state.clear()
+        result.writes[self._partition_key] = {"watermark_ms": self.watermark_ms,
+                                              "idle_clock_ms": self._idle_clock_ms}  # fmt: skip
+        self._touched.clear()
+        self._result = MessageResult()
+        return result
+
+    def pending_snapshots(self) -> list[BudgetSnapshot]:
+        """Latest snapshots not yet published (the worker flushes them when idle)."""
+        out = []
+        for rt in self.runtimes.values():
+            if not rt.latest_emitted and rt.latest is not None:
+                out.append(rt.latest)
+                rt.latest_emitted = True
+        return out
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def restore(self, items: Iterable[tuple[str, Any]]) -> int:
+        """Rebuild from the table's entries of this partition; return how many were used."""
+        prefix = f"{self.partition}|"
+        states: dict[tuple[str, str], Mapping[str, Any]] = {}
+        used = 0
+        for key, value in items:
+            if not key.startswith(prefix):
+                continue
+            parts = key.split("|")
+            kind = parts[1]
+            if kind == "p":
+                self.watermark_ms = value.get("watermark_ms")
+                self._idle_clock_ms = value.get("idle_clock_ms") or 0
+            elif kind == "s":
+                states[(parts[2], parts[3])] = value
+            elif kind == "b":
+                slo = self.catalogue.slo(parts[2], parts[3])
+                if slo is None:
+                    continue  # an SLO no longer in the catalogue
+                bad, total, offset = value
+                self._runtime(slo).windows.load(
+                    _CODE_RES[parts[4]], int(parts[5]), Bucket(bad, total, offset)
+                )
+            used += 1
+        for (service, slo_name), state in states.items():
+            slo = self.catalogue.slo(service, slo_name)
+            if slo is None:
+                continue
+            rt = self._runtime(slo)
+            rt.machine = AlertMachine.from_dict(state.get("machine", {}))
+            rt.last_emit_ms = state.get("last_emit_ms")
+            rt.first_clock_ms = state.get("first_clock_ms")
+            if state.get("clock_ms") is not None:
+                rt.windows.advance(state["clock_ms"])  # running sums from the loaded buckets
+        return used
