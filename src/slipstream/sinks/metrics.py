@@ -40,5 +40,31 @@ class WorkerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.late_events = Counter(
+            "slipstream_late_events",
+            "Events behind their SLO's evaluation clock: counted, but past evaluations stand.",
+            registry=registry,
+        )
+        self.replayed_skipped = Counter(
+            "slipstream_replayed_events_skipped",
+            "Events of a replayed offset already in the state (the offset guard).",
+            registry=registry,
+        )
+        self.unknown_service_events = Counter(
+            "slipstream_unknown_service_events",
+            "Valid events of services that have no SLO in the catalogue.",
+            registry=registry,
+        )
+        self.alert_transitions = Counter(
+            "slipstream_alert_transitions",
+            "Alert transitions published to slo.alerts.",
+            ["state", "severity"],
+            registry=registry,
+        )
+        self.redis_flush_failures = Counter(
+            "slipstream_redis_flush_failures",
+            "Redis flushes that failed (the state is kept and written by the next one).",
+            registry=registry,
+        )
         info = Info(conventions.METRIC_WORKER_INFO, "The worker's version.", registry=registry)
         info.info({"version": __version__, "namespace": namespace})

@@ -47,6 +47,7 @@ class BudgetSnapshot:
     total: int
     budget_remaining_ratio: float
     burn_rates: Mapping[str, float]
+    window_events: Mapping[str, int]  # events per reported window: 0 means no data
     active_alerts: tuple[str, ...]
     updated_at_ms: int  # event time (the SLO's clock)
     frozen: bool = False
@@ -79,7 +80,8 @@ class MessageResult:
     writes: dict[str, Any] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
     transitions: list[tuple[Transition, BudgetSnapshot]] = field(default_factory=list)
-    snapshots: list[BudgetSnapshot] = field(default_factory=list)
+    snapshots: list[BudgetSnapshot] = field(default_factory=list)  # due for slo.budget
+    latest: dict[tuple[str, str], BudgetSnapshot] = field(default_factory=dict)  # changed state
     late_events: int = 0
     skipped_replayed: int = 0
     unknown_service_events: int = 0
@@ -200,6 +202,7 @@ class PartitionEngine:
         transition = rt.machine.evaluate(slo, clock, windows, observed)
         snapshot = self._snapshot(rt, windows)
         rt.latest = snapshot
+        self._result.latest[(slo.service, slo.name)] = snapshot
         if transition is not None:
             self._result.transitions.append((transition, snapshot))
         due = rt.last_emit_ms is None or clock - rt.last_emit_ms >= self.budget_interval_ms
@@ -226,6 +229,7 @@ class PartitionEngine:
                 name: burn_rate(*windows[w], slo.error_budget)
                 for name, w in REPORTED_WINDOWS_MS.items()
             },
+            window_events={name: windows[w][1] for name, w in REPORTED_WINDOWS_MS.items()},
             active_alerts=tuple(rt.machine.active_severities()),
             updated_at_ms=rt.clock_ms,
         )

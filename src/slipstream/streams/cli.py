@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from kafka.errors import KafkaError
 
 from slipstream.settings import Settings, SettingsError, load_settings
+from slipstream.slo.catalogue import CatalogueError
 from slipstream.stack.process import StackError
 from slipstream.streams.topics import TopicAdminError
 
@@ -56,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = verbs.add_parser("worker", parents=[common], help="run the stream processors")
     worker.add_argument("--loglevel", default="warning")
 
-    from slipstream.streams import produce_cli
+    from slipstream.streams import produce_cli, read_cli
 
     produce_cli.add_parsers(verbs, common)
+    read_cli.add_parsers(verbs, common)
 
     demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings({k: getattr(args, k, None) for k in SETTINGS_KEYS})
         return _dispatch(args, settings)
-    except (SettingsError, StackError, TopicAdminError) as exc:
+    except (SettingsError, StackError, TopicAdminError, CatalogueError) as exc:
         print(f"slipstream: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KafkaError as exc:
@@ -102,6 +104,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         run = {"deploy": produce_cli.run_deploy, "replay": produce_cli.run_replay,
                "simulate": produce_cli.run_simulate}[args.verb]  # fmt: skip
         return run(args, settings)
+    if args.verb in ("status", "alerts"):
+        from slipstream.streams import read_cli
+
+        return (read_cli.run_status if args.verb == "status" else read_cli.run_alerts)(
+            args, settings
+        )
     raise AssertionError(args.verb)
 
 

@@ -1,8 +1,10 @@
-"""The faust worker: consumes the source topics as raw bytes and serves /metrics.
+"""The faust worker: consumes the source topics as raw bytes, runs the SLO engine, publishes.
 
-Each message is decoded and validated by the input side (``ingest``); what
-fails goes to ``<topic>.dlq`` with its reason. Classification and the SLO
-engine hang off the same agent in later modules.
+Per message: the input side (``ingest``) decodes and validates, dead-letters
+what fails; the partition's engine counts the requests, evaluates its SLOs at
+event time and returns the table changes and outputs, which are written while
+the message is still the current event (so changelog records land on the
+message's partition) and sent before its offset is committed.
 """
 
 from __future__ import annotations
@@ -18,78 +20,201 @@ import faust
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
 from slipstream import conventions
+from slipstream.catalogue_file import load_catalogue
+from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.sinks.metrics import WorkerMetrics
+from slipstream.sinks.prometheus_collector import SloCollector
+from slipstream.sinks.records import alert_key, budget_state, burn_rate_alert
+from slipstream.sinks.redis_sink import RedisStateSink
+from slipstream.sinks.state import InMemoryStateSink
+from slipstream.slo.catalogue import Catalogue
+from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
 from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
 from slipstream.streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
+REDIS_FLUSH_INTERVAL_S = 1.0
+BUDGET_FLUSH_INTERVAL_S = 5.0
 
-def create_app(settings: Settings, metrics: WorkerMetrics) -> faust.App:
-    ns = settings.namespace
-    datadir = Path(settings.stack_dir) / "worker" / (ns or "default")
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        conventions.consumer_group(ns),
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
-        # Tables come with the SLO engine; their state lives in changelog topics.
-        store="memory://",
-        datadir=str(datadir),
-        # faust's web server exposes table contents: off. Metrics have their own endpoint.
-        web_enabled=False,
-        topic_partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-    )
-    base_of = {conventions.topic_name(ns, t): t for t in conventions.SOURCE_TOPICS}
-    sources = app.topic(
-        *base_of,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-    )
-    dlq = {
-        base: app.topic(conventions.dlq_topic_name(ns, base), key_type=bytes, value_type=bytes)
-        for base in conventions.SOURCE_TOPICS
-    }
-    ingestor = Ingestor()
 
-    # concurrency=1: a counting agent must never commit past an unfinished event (faust #606).
-    @app.agent(sources, concurrency=1)
-    async def consume_sources(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            msg = event.message
-            topic = base_of.get(msg.topic, "other")
-            value: bytes = event.value or b""
-            metrics.input_messages.labels(topic).inc()
-            metrics.input_bytes.labels(topic).inc(len(value))
-            now_ms = int(time.time() * 1000)
-            try:
-                result = ingestor.ingest(topic, msg.partition, value, now_ms)
-            except Exception as exc:
-                # A bug of ours must neither stop the stream nor skip the event unseen
-                # (an exception escaping the agent acknowledges the event: faust #315).
-                log.exception("ingest failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                result = Ingested(
-                    dead=[DeadLetter(value, type(exc).__name__, "internal-error", str(exc))]
-                )
-            for dead in result.dead:
-                headers = dead.headers(msg.topic, msg.partition, msg.offset, now_ms)
-                # Sent before the source offset is committed (faust publishes attached
-                # messages first), so a dead letter is never lost.
-                await dlq[topic].send(key=msg.key, value=dead.value, headers=headers)
-                metrics.dead_letters.labels(topic, dead.reason).inc()
-            accepted = len(result.requests) + len(result.deploys)
-            if accepted:
-                metrics.input_events.labels(topic).inc(accepted)
-            if result.duplicates:
-                metrics.duplicate_events.labels(topic).inc(result.duplicates)
-            yield None
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    return app
+
+class EngineHost:
+    """The engines of the partitions this worker owns, restored from the table on first use."""
+
+    def __init__(self, catalogue: Catalogue, table: Any) -> None:
+        self.catalogue = catalogue
+        self.table = table
+        self.engines: dict[int, PartitionEngine] = {}
+
+    def engine(self, partition: int) -> PartitionEngine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = PartitionEngine(partition, self.catalogue)
+            restored = engine.restore(list(self.table.items()))
+            if restored:
+                log.info("partition %d: restored %d state entries", partition, restored)
+        return engine
+
+    def drop(self, partitions: set[int]) -> set[tuple[str, str]]:
+        gone: set[tuple[str, str]] = set()
+        for p in partitions:
+            engine = self.engines.pop(p, None)
+            if engine is not None:
+                gone |= set(engine.runtimes)
+        return gone
+
+
+class SloWorker:
+    """The faust app with its topics and table, and what it does with each message."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: WorkerMetrics,
+        catalogue: Catalogue,
+        state: InMemoryStateSink,
+        redis_sink: RedisStateSink,
+    ) -> None:
+        self.metrics, self.state, self.redis_sink = metrics, state, redis_sink
+        ns = settings.namespace
+        datadir = Path(settings.stack_dir) / "worker" / (ns or "default")
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = app = faust.App(
+            conventions.consumer_group(ns),
+            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+            # Table state lives in its changelog topic; memory is its working copy.
+            store="memory://",
+            datadir=str(datadir),
+            # faust's web server exposes table contents: off. Metrics have their own endpoint.
+            web_enabled=False,
+            topic_partitions=settings.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+        )
+        self.base_of = {conventions.topic_name(ns, t): t for t in conventions.SOURCE_TOPICS}
+        self.sources = app.topic(
+            *self.base_of, key_type=bytes, value_type=bytes, partitions=settings.partitions
+        )
+        self.dlq = {
+            base: app.topic(conventions.dlq_topic_name(ns, base), key_type=bytes, value_type=bytes)
+            for base in conventions.SOURCE_TOPICS
+        }
+        self.alerts_topic = app.topic(
+            conventions.topic_name(ns, conventions.ALERTS_TOPIC), key_type=bytes, value_type=bytes
+        )
+        self.budget_topic = app.topic(
+            conventions.topic_name(ns, conventions.BUDGET_TOPIC), key_type=bytes, value_type=bytes
+        )
+        # Co-partitioned with slo.requests: written only while a message of the same
+        # partition is the current event, keys prefixed with that partition.
+        self.table = app.Table(
+            "slo-state",
+            default=None,
+            partitions=settings.partitions,
+            key_type=str,  # keys and values go to the changelog as JSON
+        )
+        self.ingestor = Ingestor()
+        self.codec = AvroCodec()
+        self.host = EngineHost(catalogue, self.table)
+
+        # concurrency=1: a counting agent must never commit past an unfinished event
+        # (faust #606).
+        @app.agent(self.sources, concurrency=1)
+        async def consume_sources(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self.handle(event)
+                yield None
+
+        app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
+        app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
+        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
+
+    async def handle(self, event: faust.EventT[Any]) -> None:
+        msg, metrics = event.message, self.metrics
+        topic = self.base_of.get(msg.topic, "other")
+        value: bytes = event.value or b""
+        metrics.input_messages.labels(topic).inc()
+        metrics.input_bytes.labels(topic).inc(len(value))
+        received = now_ms()
+        try:
+            result = self.ingestor.ingest(topic, msg.partition, value, received)
+        except Exception as exc:
+            # A bug of ours must neither stop the stream nor skip the event unseen
+            # (an exception escaping the agent acknowledges the event: faust #315).
+            log.exception("ingest failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            result = Ingested(
+                dead=[DeadLetter(value, type(exc).__name__, "internal-error", str(exc))]
+            )
+        for dead in result.dead:
+            headers = dead.headers(msg.topic, msg.partition, msg.offset, received)
+            # Sent before the source offset is committed (faust publishes attached
+            # messages first), so a dead letter is never lost.
+            await self.dlq[topic].send(key=msg.key, value=dead.value, headers=headers)
+            metrics.dead_letters.labels(topic, dead.reason).inc()
+        accepted = len(result.requests) + len(result.deploys)
+        if accepted:
+            metrics.input_events.labels(topic).inc(accepted)
+        if result.duplicates:
+            metrics.duplicate_events.labels(topic).inc(result.duplicates)
+        if result.requests:
+            engine = self.host.engine(msg.partition)
+            engine.begin(msg.offset)
+            for request in result.requests:
+                engine.absorb(request)
+            await self.apply(engine.end())
+
+    async def apply(self, result: MessageResult) -> None:
+        table = self.table
+        for key in result.deletes:
+            if key in table:
+                del table[key]
+        for key, value in result.writes.items():
+            table[key] = value
+        for snapshot in result.latest.values():
+            self.state.add_snapshot(snapshot)
+            self.redis_sink.add_snapshot(snapshot)
+        processed = now_ms()
+        for transition, snapshot in result.transitions:
+            record = burn_rate_alert(transition, snapshot, processed)
+            await self.alerts_topic.send(
+                key=alert_key(transition.service, transition.slo),
+                value=self.codec.encode("BurnRateAlert", record),
+            )
+            self.state.add_transition(transition, snapshot)
+            self.redis_sink.add_transition(transition, snapshot)
+            self.metrics.alert_transitions.labels(transition.state, transition.severity).inc()
+        for snapshot in result.snapshots:
+            await self.publish_budget(snapshot)
+        self.metrics.late_events.inc(result.late_events)
+        self.metrics.replayed_skipped.inc(result.skipped_replayed)
+        self.metrics.unknown_service_events.inc(result.unknown_service_events)
+
+    async def publish_budget(self, snapshot: BudgetSnapshot) -> None:
+        await self.budget_topic.send(
+            key=alert_key(snapshot.service, snapshot.slo),
+            value=self.codec.encode("BudgetState", budget_state(snapshot)),
+        )
+
+    async def flush_redis(self) -> None:
+        if not self.redis_sink.flush():
+            self.metrics.redis_flush_failures.inc()
+
+    async def flush_budgets(self) -> None:
+        # The newest state of SLOs whose last evaluation fell between two budget records.
+        for engine in list(self.host.engines.values()):
+            for snapshot in engine.pending_snapshots():
+                await self.publish_budget(snapshot)
+
+    async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        partitions = {tp.partition for tp in revoked if tp.topic in self.base_of}
+        self.state.forget(self.host.drop(partitions))
 
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
@@ -104,17 +229,22 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
+    catalogue = load_catalogue(settings.catalogue or None)
     created = ensure_topics(settings)
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise on counters
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, settings.namespace)
+    state = InMemoryStateSink()
+    registry.register(SloCollector(state, catalogue))
+    redis_sink = RedisStateSink.from_url(settings.redis_url, settings.namespace)
     serve_metrics(settings, registry)
-    app = create_app(settings, metrics)
+    app = SloWorker(settings, metrics, catalogue, state, redis_sink).app
     print(
         f"worker: group {conventions.consumer_group(settings.namespace)} on "
-        f"{settings.kafka_bootstrap}; metrics on http://{settings.metrics_addr}/metrics",
+        f"{settings.kafka_bootstrap}; catalogue {catalogue.source} "
+        f"({len(catalogue.all_slos())} SLOs); metrics on http://{settings.metrics_addr}/metrics",
         flush=True,
     )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

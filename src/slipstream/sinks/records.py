@@ -1,0 +1,93 @@
+"""The engine's outputs as the records of the contract: Avro values, Redis hashes, JSON rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slipstream.slo.alerts import Transition
+from slipstream.slo.engine import BudgetSnapshot
+from slipstream.slo.policy import REPORTED_WINDOWS_MS
+
+
+def alert_key(service: str, slo: str) -> bytes:
+    return f"{service}/{slo}".encode()
+
+
+def burn_rate_alert(
+    t: Transition, snapshot: BudgetSnapshot, processed_at_ms: int
+) -> dict[str, Any]:
+    """A ``BurnRateAlert`` record (also the row of ``slipstream alerts --json``)."""
+    return {
+        "alert_id": t.alert_id,
+        "service": t.service,
+        "slo": t.slo,
+        "severity": t.severity,
+        "long_window_s": t.tier.long_window_ms // 1000,
+        "short_window_s": t.tier.short_window_ms // 1000,
+        "factor": t.tier.factor,
+        "state": t.state,
+        "event_time_ms": t.event_time_ms,
+        "processed_at_ms": processed_at_ms,
+        "burn_rate_long": t.burn_rate_long,
+        "burn_rate_short": t.burn_rate_short,
+        "budget_remaining_ratio": snapshot.budget_remaining_ratio,
+        "suspected_deploy_id": None,
+        "cause": "unknown",
+    }
+
+
+def budget_state(s: BudgetSnapshot) -> dict[str, Any]:
+    """A ``BudgetState`` record."""
+    return {
+        "service": s.service,
+        "slo": s.slo,
+        "objective": s.objective_percent,
+        "period_days": s.period_days,
+        "good": s.good,
+        "total": s.total,
+        "sli": s.sli,
+        "budget_remaining_ratio": s.budget_remaining_ratio,
+        "burn_rates": dict(s.burn_rates),
+        "frozen": s.frozen,
+        "freeze_reason": s.freeze_reason,
+        "active_alerts": list(s.active_alerts),
+        "updated_at_ms": s.updated_at_ms,
+    }
+
+
+def redis_budget_hash(s: BudgetSnapshot) -> dict[str, str]:
+    """The fields of ``slipstream:[ns:]budget:{service}:{slo}`` (DESIGN.md), as absolutes."""
+    out = {
+        "service": s.service,
+        "slo": s.slo,
+        "objective": repr(s.objective_percent),
+        "window_days": str(s.period_days),
+        "good": str(s.good),
+        "total": str(s.total),
+        "sli": "" if s.sli is None else repr(s.sli),
+        "budget_remaining_ratio": repr(s.budget_remaining_ratio),
+        "frozen": "1" if s.frozen else "0",
+        "freeze_reason": s.freeze_reason or "",
+        "active_alerts": ",".join(s.active_alerts),
+        "updated_at_ms": str(s.updated_at_ms),
+    }
+    for name in REPORTED_WINDOWS_MS:
+        out[f"burn_rate_{name}"] = repr(s.burn_rates[name])
+    return out
+
+
+def status_row(h: dict[str, str]) -> dict[str, Any]:
+    """A row of ``slipstream status --json`` from a Redis budget hash."""
+    return {
+        "service": h["service"],
+        "slo": h["slo"],
+        "objective": float(h["objective"]),
+        "period_days": int(h["window_days"]),
+        "good": int(h["good"]),
+        "total": int(h["total"]),
+        "budget_remaining_ratio": float(h["budget_remaining_ratio"]),
+        "burn_rates": {n: float(h[f"burn_rate_{n}"]) for n in REPORTED_WINDOWS_MS},
+        "frozen": h.get("frozen") == "1",
+        "active_alerts": [a for a in h.get("active_alerts", "").split(",") if a],
+        "updated_at_ms": int(h["updated_at_ms"]),
+    }

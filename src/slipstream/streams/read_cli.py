@@ -1,0 +1,114 @@
+"""The reading verbs: ``status`` (budget state from Redis) and ``alerts`` (from slo.alerts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from slipstream import conventions
+from slipstream.client.trace import parse_timestamp
+from slipstream.schemas.codec import AvroCodec, CodecError
+from slipstream.settings import Settings
+from slipstream.sinks.records import status_row
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
+    status = verbs.add_parser("status", parents=[common], help="budget and burn rates per SLO")
+    status.add_argument("--json", action="store_true", help="one JSON array (stable fields)")
+    alerts = verbs.add_parser("alerts", parents=[common], help="alert transitions")
+    alerts.add_argument("--json", action="store_true", help="one JSON array (stable fields)")
+    alerts.add_argument("--since", help="only transitions at or after this event time")
+
+
+def read_status(settings: Settings) -> list[dict[str, Any]]:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    try:
+        index = conventions.redis_key(settings.namespace, "slos")
+        members: set[str] = client.smembers(index)  # type: ignore[assignment]
+        rows = []
+        for member in sorted(members):
+            service, slo = member.split("/", 1)
+            key = conventions.redis_budget_key(settings.namespace, service, slo)
+            fields: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
+            if fields:
+                rows.append(status_row(fields))
+        return rows
+    finally:
+        client.close()
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        rows = read_status(settings)
+    except redis.RedisError as exc:
+        print(f"slipstream status: Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    if not rows:
+        print("no SLO state yet (is a worker running on this namespace?)")
+        return EXIT_OK
+    print(f"{'service':<12}{'slo':<14}{'objective':>10}{'budget left':>13}"
+          f"{'burn 5m':>9}{'burn 1h':>9}{'burn 6h':>9}  alerts")  # fmt: skip
+    for r in rows:
+        b = r["burn_rates"]
+        print(f"{r['service']:<12}{r['slo']:<14}{r['objective']:>9}%"
+              f"{r['budget_remaining_ratio']:>12.1%}{b['5m']:>9.2f}{b['1h']:>9.2f}{b['6h']:>9.2f}"
+              f"  {','.join(r['active_alerts']) or '-'}")  # fmt: skip
+    return EXIT_OK
+
+
+def read_alerts(settings: Settings, since_ms: int | None = None) -> list[dict[str, Any]]:
+    topic = conventions.topic_name(settings.namespace, conventions.ALERTS_TOPIC)
+    codec = AvroCodec()
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
+                             enable_auto_commit=False, client_id="slipstream-alerts")  # fmt: skip
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        rows: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for rec in records:
+                    try:
+                        row = codec.decode(rec.value, {"BurnRateAlert"}).record
+                    except CodecError:
+                        continue
+                    if since_ms is None or row["event_time_ms"] >= since_ms:
+                        rows.append(row)
+        rows.sort(key=lambda r: (r["event_time_ms"], r["service"], r["slo"]))
+        return rows
+    finally:
+        consumer.close()
+
+
+def run_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    since = None
+    if args.since:
+        since = parse_timestamp(int(args.since) if args.since.isdigit() else args.since)
+    rows = read_alerts(settings, since)
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["event_time_ms"] / 1000))
+        tier = f"{r['long_window_s'] // 60}m/{r['short_window_s'] // 60}m"
+        left = r["budget_remaining_ratio"]
+        print(f"{when}Z  {r['state']:<9} {r['severity']:<6} {r['service']}/{r['slo']}  "
+              f"burn {r['burn_rate_long']:.1f}x/{r['burn_rate_short']:.1f}x over {tier} "
+              f"(factor {r['factor']:g}), budget left {left:.1%}")  # fmt: skip
+    return EXIT_OK
