@@ -1,11 +1,15 @@
 """A brute-force reference for the SLO engine: recompute every window from the raw events.
 
+Every window is counted afresh from the sorted list of all absorbed event times
+(no buckets, no running sums, no resolutions other than the window's start).
+
 It follows the engine's evaluation schedule (its specification: per-SLO clocks in
 10 s steps, the idle rule, window starts) but shares none of its counting code.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +23,8 @@ from slipstream.slo.windows import FINE_MS, window_start_ms
 @dataclass
 class _OracleSlo:
     slo: Slo
-    events: list[tuple[int, int]] = field(default_factory=list)  # (ts, bad) absorbed so far
+    all_ts: list[int] = field(default_factory=list)  # every absorbed event time, sorted
+    bad_ts: list[int] = field(default_factory=list)  # those of bad events, sorted
     clock: int | None = None
     first: int | None = None
     machine: AlertMachine = field(default_factory=AlertMachine)
@@ -29,9 +34,15 @@ class _OracleSlo:
         out = {}
         for w in windows_for(self.slo):
             start = window_start_ms(w, clock)
-            inside = [bad for ts, bad in self.events if start <= ts < clock]
-            out[w] = (sum(inside), len(inside))
+            total = bisect_left(self.all_ts, clock) - bisect_left(self.all_ts, start)
+            bad = bisect_left(self.bad_ts, clock) - bisect_left(self.bad_ts, start)
+            out[w] = (bad, total)
         return out
+
+    def absorb(self, ts: int, bad: bool) -> None:
+        insort(self.all_ts, ts)
+        if bad:
+            insort(self.bad_ts, ts)
 
     def advance(self, target: int, transitions: list[Transition]) -> None:
         if self.clock is None:
@@ -65,7 +76,7 @@ def oracle(
                 boundary = r.timestamp_ms // FINE_MS * FINE_MS
                 if o.clock is None or boundary > o.clock:
                     o.advance(boundary, transitions)
-                o.events.append((r.timestamp_ms, 1 if o.slo.sli.is_bad(r) else 0))
+                o.absorb(r.timestamp_ms, o.slo.sli.is_bad(r))
         if watermark is not None:
             idle = (watermark - idle_lateness_ms) // FINE_MS * FINE_MS
             if idle > idle_clock:

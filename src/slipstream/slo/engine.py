@@ -170,7 +170,7 @@ class PartitionEngine:
                 bucket = rt.windows.series[res].get(index)
                 if bucket is not None and bucket.offset >= self._offset:
                     # The offset guard: this message was absorbed before a restart.
-                    self._result.skipped_replayed += res == FINE_MS
+                    self._result.skipped_replayed += res == COARSE_MS  # once per event and SLO
                     continue
                 self._touched.add(mark)
             rt.windows.add(res, index, bad, 1, self._offset)
@@ -311,4 +311,6 @@ class PartitionEngine:
             rt.first_clock_ms = state.get("first_clock_ms")
             if state.get("clock_ms") is not None:
                 rt.windows.advance(state["clock_ms"])  # running sums from the loaded buckets
+                windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
+                rt.latest = self._snapshot(rt, windows)  # what /metrics and Redis show again
         return used

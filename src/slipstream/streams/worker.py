@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from slipstream import conventions
 from slipstream.catalogue_file import load_catalogue
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
+from slipstream.sinks import metrics_server
 from slipstream.sinks.metrics import WorkerMetrics
 from slipstream.sinks.prometheus_collector import SloCollector
 from slipstream.sinks.records import alert_key, budget_state, burn_rate_alert
@@ -60,6 +61,13 @@ class EngineHost:
             if restored:
                 log.info("partition %d: restored %d state entries", partition, restored)
         return engine
+
+    def restored_snapshots(self, partitions: set[int]) -> list[BudgetSnapshot]:
+        """Create the engines of newly owned partitions; return their restored state."""
+        out = []
+        for p in sorted(partitions - set(self.engines)):
+            out += [rt.latest for rt in self.engine(p).runtimes.values() if rt.latest]
+        return out
 
     def drop(self, partitions: set[int]) -> set[tuple[str, str]]:
         gone: set[tuple[str, str]] = set()
@@ -135,6 +143,7 @@ class SloWorker:
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
         app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
+        self.table.on_recover(self.on_recovered)
 
     async def handle(self, event: faust.EventT[Any]) -> None:
         msg, metrics = event.message, self.metrics
@@ -212,6 +221,14 @@ class SloWorker:
             for snapshot in engine.pending_snapshots():
                 await self.publish_budget(snapshot)
 
+    async def on_recovered(self) -> None:
+        """After table recovery: show the restored state at once, before any new event."""
+        requests = next(t for t, base in self.base_of.items() if base == conventions.REQUESTS_TOPIC)
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == requests}
+        for snapshot in self.host.restored_snapshots(owned):
+            self.state.add_snapshot(snapshot)
+            self.redis_sink.add_snapshot(snapshot)
+
     async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic in self.base_of}
         self.state.forget(self.host.drop(partitions))
@@ -220,7 +237,7 @@ class SloWorker:
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
     host, port = settings.metrics_host_port
     try:
-        start_http_server(port, addr=host, registry=registry)
+        metrics_server.serve(host, port, registry)
     except OSError as exc:
         raise StackError(
             f"cannot serve metrics on {host}:{port} ({exc.strerror}); "
