@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
     demo.add_argument("--scenario", default="bad-deploy", help="shipped name or a YAML file")
-    demo.add_argument("--speed", type=float, default=10.0, help="times the scenario's own pace")
+    demo.add_argument("--speed", type=float, default=30.0, help="times the scenario's own pace")
     return parser
 
 

@@ -2,9 +2,9 @@
 
 The scenario (``bad-deploy`` by default) is sent through the producer SDK at
 ``--speed`` times its own pace, ending at the present, so event times stay
-real. The table shows what was sent, what the worker accepted, dead-lettered
-and dropped as duplicate, and whether Prometheus scrapes the worker. The SLO
-engine adds budgets, alerts and verdicts to this table as it lands.
+real. The table shows, per SLO, the error budget left and the burn rates the
+worker publishes to Redis, the alert transitions it publishes to slo.alerts
+as they fire and resolve, the deploys, and what the input side accepted.
 """
 
 from __future__ import annotations
@@ -17,16 +17,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
 from slipstream import conventions
 from slipstream.client.emit import EmitStats, emit
 from slipstream.client.producer import producer_from_settings
 from slipstream.client.trace import TraceEvent
+from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.simulate.generator import generate
 from slipstream.simulate.scenario import load_scenario
 from slipstream.slo.events import Deploy
 from slipstream.stack.manager import StackManager
 from slipstream.stack.process import StackError, port_is_free
+from slipstream.streams.read_cli import read_status
 from slipstream.streams.supervise import Samples, scrape, worker_process
 from slipstream.streams.topics import ensure_topics
 
@@ -54,12 +59,46 @@ def _sum(samples: Samples, name: str, topic: str) -> int:
     )
 
 
+class _AlertTail:
+    """New records of slo.alerts since the demo started, without blocking."""
+
+    def __init__(self, settings: Settings) -> None:
+        topic = conventions.topic_name(settings.namespace, conventions.ALERTS_TOPIC)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
+                                      enable_auto_commit=False)  # fmt: skip
+        tps = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)  # fix the start now, not at the first poll
+        self.codec = AvroCodec()
+        self.lines: list[str] = []
+        self.counts: dict[str, int] = {}
+
+    def poll(self) -> None:
+        for records in self.consumer.poll(timeout_ms=0).values():
+            for rec in records:
+                a = self.codec.decode(rec.value, {"BurnRateAlert"}).record
+                self.counts[a["state"]] = self.counts.get(a["state"], 0) + 1
+                when = time.strftime("%H:%M:%S", time.gmtime(a["event_time_ms"] / 1000))
+                self.lines.append(
+                    f"{when}Z {a['state']:<9} {a['severity']:<6} {a['service']}/{a['slo']} "
+                    f"burn {a['burn_rate_long']:.1f}x/{a['burn_rate_short']:.1f}x "
+                    f"({a['long_window_s'] // 60}m/{a['short_window_s'] // 60}m, "
+                    f"factor {a['factor']:g})"
+                )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class _Table:
     def __init__(self, settings: Settings, scenario: str, tty: bool) -> None:
         self.settings = settings
         self.scenario = scenario
         self.tty = tty
         self.deploys: list[str] = []
+        self.alerts = _AlertTail(settings)
 
     def accounted(self) -> tuple[int, int]:
         """(requests, deploys) the worker has accepted, dead-lettered or found duplicate."""
@@ -87,7 +126,25 @@ class _Table:
                 f"{_sum(s, 'slipstream_duplicate_events_total', topic):>6}"
             )
         rows.append(f"  prometheus: {_prometheus_sees_worker(self.settings)}")
+        rows.append("")
+        rows.append(f"  {'SLO':<24}{'objective':>10}{'budget left':>13}{'burn 5m':>9}"
+                    f"{'1h':>7}{'6h':>7}{'1d':>7}  alert")  # fmt: skip
+        try:
+            status = read_status(self.settings)
+        except redis.RedisError as exc:
+            status = []
+            rows.append(f"  (Redis: {exc})")
+        for r in status:
+            b = r["burn_rates"]
+            rows.append(
+                f"  {r['service'] + '/' + r['slo']:<24}{r['objective']:>9}%"
+                f"{r['budget_remaining_ratio']:>12.1%} {b['5m']:>8.2f}{b['1h']:>7.2f}"
+                f"{b['6h']:>7.2f}{b['1d']:>7.2f}  {','.join(r['active_alerts']) or '-'}"
+            )
+        self.alerts.poll()
+        rows.append("")
         rows += [f"  deploy: {d}" for d in self.deploys[-6:]]
+        rows += [f"  alert:  {line}" for line in self.alerts.lines[-8:]]
         if self.tty:
             sys.stdout.write("\x1b[H\x1b[2J")
         print("\n".join(rows), flush=True)
@@ -99,7 +156,7 @@ def run_demo(
     start_stack: bool,
     duration_s: float,
     scenario_name: str = "bad-deploy",
-    speed: float = 10.0,
+    speed: float = 30.0,
 ) -> int:
     if start_stack:
         StackManager(settings).up()
@@ -147,9 +204,14 @@ def run_demo(
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while table.accounted() < sent and time.monotonic() < deadline:
             time.sleep(0.25)
+        time.sleep(2.5)  # one Redis flush and one alert poll after the last event
         stats.elapsed_s = time.monotonic() - t0
         table.render(stats)
         accounted = table.accounted()
+        table.alerts.close()
+    counts = table.alerts.counts
+    print(f"alerts: {counts.get('firing', 0)} fired, {counts.get('escalated', 0)} escalated, "
+          f"{counts.get('resolved', 0)} resolved")  # fmt: skip
     if accounted != sent:
         print(f"the worker accounted for {accounted} of {sent} events", file=sys.stderr)
         return 1
