@@ -1,0 +1,170 @@
+"""Statistics that link budget burn to a deploy (CORRELATION.md). Standard library only.
+
+The strongest evidence is the *version split*: while the old and new versions
+serve side by side, a deploy without effect puts each bad event on the new
+version with probability rho, its share of the traffic. Evidence against
+that null is accumulated as an e-value (a mixture of likelihood ratios over
+a grid of rate ratios), which stays valid however often it is looked at.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+RATE_RATIO_GRID: Final = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
+ALPHA: Final = 0.01
+E_THRESHOLD: Final = 1 / ALPHA
+CLEAR_RATIO: Final = 1.5  # the mirrored test clears a deploy of any harm this large
+MIN_BAD_EVENTS: Final = 10  # below this much evidence a verdict is INCONCLUSIVE
+
+
+def _split_llr(ratio: float, bad_new: int, bad_old: int, rho: float) -> float:
+    """log LR of "bad events are ``ratio`` times as likely on the new version" vs "no effect"."""
+    mix = ratio * rho + 1.0 - rho
+    return bad_new * math.log(ratio / mix) + bad_old * math.log(1.0 / mix)
+
+
+@dataclass
+class VersionSplitTest:
+    """Sequential test of one deploy on one SLO from per-version counts, tick by tick."""
+
+    log_lr: list[float] = field(default_factory=lambda: [0.0] * len(RATE_RATIO_GRID))
+    clear_log_lr: float = 0.0  # log LR of "no effect" vs "ratio CLEAR_RATIO"
+    bad_new: int = 0
+    total_new: int = 0
+    bad_old: int = 0
+    total_old: int = 0
+
+    def update(self, bad_new: int, total_new: int, bad_old: int, total_old: int) -> None:
+        self.bad_new += bad_new
+        self.total_new += total_new
+        self.bad_old += bad_old
+        self.total_old += total_old
+        if total_new == 0 or total_old == 0 or bad_new + bad_old == 0:
+            return  # no split in this tick, or nothing to learn from it
+        rho = total_new / (total_new + total_old)
+        for i, ratio in enumerate(RATE_RATIO_GRID):
+            self.log_lr[i] += _split_llr(ratio, bad_new, bad_old, rho)
+        self.clear_log_lr -= _split_llr(CLEAR_RATIO, bad_new, bad_old, rho)
+
+    @property
+    def e_harm(self) -> float:
+        """Evidence that the new version is worse (mixture over the grid)."""
+        return sum(math.exp(min(x, 700.0)) for x in self.log_lr) / len(self.log_lr)
+
+    @property
+    def e_clear(self) -> float:
+        return math.exp(min(self.clear_log_lr, 700.0))
+
+    @property
+    def bad_events(self) -> int:
+        return self.bad_new + self.bad_old
+
+    def rate_ratio(self) -> tuple[float, float, float] | None:
+        """New/old bad-rate ratio with a 95 % interval (log scale, +0.5 continuity)."""
+        if self.total_new == 0 or self.total_old == 0:
+            return None
+        bn, bo = self.bad_new + 0.5, self.bad_old + 0.5
+        nn, no = self.total_new + 0.5, self.total_old + 0.5
+        log_rr = math.log((bn / nn) / (bo / no))
+        se = math.sqrt(max(1 / bn - 1 / nn + 1 / bo - 1 / no, 0.0))
+        return math.exp(log_rr), math.exp(log_rr - 1.96 * se), math.exp(log_rr + 1.96 * se)
+
+    def to_list(self) -> list[Any]:
+        return [self.log_lr, self.clear_log_lr, self.bad_new, self.total_new, self.bad_old,
+                self.total_old]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> VersionSplitTest:
+        return cls(list(data[0]), data[1], data[2], data[3], data[4], data[5])
+
+
+def binomial_upper_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Bin(n, p), exactly (small-count cross-check of the split test)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k, n + 1):
+        log_term = math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+        total += math.exp(log_term + i * log_p + (n - i) * log_q)
+    return min(total, 1.0)
+
+
+@dataclass
+class Cusum:
+    """Binomial CUSUM on bad counts: p0 = the error budget, p1 = 10x it, alarm at ``h``.
+
+    The onset estimate is the last time the statistic was 0 before it rose.
+    """
+
+    p0: float
+    p1: float
+    h: float = 8.0
+    s: float = 0.0
+    zero_at_ms: int | None = None
+    onset_ms: int | None = None  # set while in alarm
+
+    def update(self, bad: int, total: int, tick_ms: int) -> bool:
+        """Add one tick; return True when the alarm starts at this tick."""
+        if self.s == 0.0:
+            self.zero_at_ms = tick_ms
+        step = bad * math.log(self.p1 / self.p0) + (total - bad) * math.log(
+            (1 - self.p1) / (1 - self.p0)
+        )
+        self.s = max(0.0, self.s + step)
+        if self.s == 0.0:
+            self.onset_ms = None
+            return False
+        if self.onset_ms is None and self.s >= self.h:
+            self.onset_ms = self.zero_at_ms
+            return True
+        return False
+
+
+def timing_weight(onset_ms: int, deploy_ms: int, scale_ms: int = 1_800_000) -> float:
+    """Prior weight of a deploy for an onset: deploys in [onset - 60 min, onset + 2 min]."""
+    lag = onset_ms - deploy_ms
+    if lag < -120_000 or lag > 3_600_000:
+        return 0.0
+    return math.exp(-max(lag, 0) / scale_ms)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # ATTRIBUTED | SUSPECTED | CLEARED | INCONCLUSIVE | ...
+    confidence: float
+    decision_eta_s: float | None = None  # for INCONCLUSIVE: time until enough evidence
+
+
+CHANGE_PRIOR: Final = 0.68  # share of outages caused by binary or config pushes
+
+
+def split_verdict(test: VersionSplitTest, bad_rate_per_s: float) -> Verdict:
+    """The verdict the version split supports on its own.
+
+    The posterior of "this deploy is harmful" starts at the change prior and is
+    updated with the harm e-value (a valid bound on the Bayes factor), clipped.
+    """
+    if test.e_clear >= E_THRESHOLD:
+        return Verdict("CLEARED", 1 - 1 / test.e_clear)
+    if test.bad_events < MIN_BAD_EVENTS:
+        missing = MIN_BAD_EVENTS - test.bad_events
+        eta = missing / bad_rate_per_s if bad_rate_per_s > 0 else None
+        return Verdict("INCONCLUSIVE", 0.0, eta)
+    e = min(test.e_harm, 1e6)
+    odds = CHANGE_PRIOR / (1 - CHANGE_PRIOR) * e
+    posterior = odds / (1 + odds)
+    if posterior >= 0.9 and test.e_harm >= E_THRESHOLD:
+        return Verdict("ATTRIBUTED", posterior)
+    if posterior >= 0.5 and test.e_harm > 1.0:
+        return Verdict("SUSPECTED", posterior)
+    return Verdict("INCONCLUSIVE", posterior, None)

@@ -1,0 +1,104 @@
+"""The version-split e-value, its mirror, the exact tail, the CUSUM and the verdict rules."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from slipstream.slo.correlation import (
+    E_THRESHOLD,
+    Cusum,
+    VersionSplitTest,
+    binomial_upper_tail,
+    split_verdict,
+    timing_weight,
+)
+
+
+def simulate(ratio: float, rho: float, base: float, ticks: int, per_tick: int,
+             seed: int) -> VersionSplitTest:  # fmt: skip
+    rng = random.Random(seed)
+    test = VersionSplitTest()
+    for _ in range(ticks):
+        n_new = sum(rng.random() < rho for _ in range(per_tick))
+        n_old = per_tick - n_new
+        b_new = sum(rng.random() < base * ratio for _ in range(n_new))
+        b_old = sum(rng.random() < base for _ in range(n_old))
+        test.update(b_new, n_new, b_old, n_old)
+    return test
+
+
+def test_a_tenfold_regression_on_a_tenth_of_traffic_is_attributed() -> None:
+    test = simulate(ratio=10, rho=0.1, base=0.01, ticks=60, per_tick=100, seed=1)
+    assert test.e_harm >= E_THRESHOLD
+    verdict = split_verdict(test, bad_rate_per_s=1.0)
+    assert verdict.verdict == "ATTRIBUTED" and verdict.confidence >= 0.9
+    rr = test.rate_ratio()
+    assert rr is not None and rr[1] < 10 < rr[2]
+
+
+def test_a_harmless_deploy_is_cleared() -> None:
+    test = simulate(ratio=1.0, rho=0.5, base=0.02, ticks=200, per_tick=100, seed=2)
+    assert split_verdict(test, 1.0).verdict == "CLEARED"
+
+
+def test_the_e_value_keeps_its_type_one_error_under_continuous_monitoring() -> None:
+    # Under "no effect", the e-value must cross 1/alpha in at most ~alpha of the runs,
+    # even though it is checked after every tick.
+    crossings = 0
+    runs = 200
+    for seed in range(runs):
+        rng = random.Random(seed)
+        test = VersionSplitTest()
+        for _ in range(100):
+            n_new = sum(rng.random() < 0.3 for _ in range(50))
+            b_new = sum(rng.random() < 0.02 for _ in range(n_new))
+            b_old = sum(rng.random() < 0.02 for _ in range(50 - n_new))
+            test.update(b_new, n_new, b_old, 50 - n_new)
+            if test.e_harm >= E_THRESHOLD:
+                crossings += 1
+                break
+    assert crossings / runs <= 0.02
+
+
+def test_too_little_evidence_is_inconclusive_with_an_eta() -> None:
+    test = VersionSplitTest()
+    test.update(2, 10, 1, 90)
+    verdict = split_verdict(test, bad_rate_per_s=0.5)
+    assert verdict.verdict == "INCONCLUSIVE"
+    assert verdict.decision_eta_s == pytest.approx(14.0)
+
+
+def test_state_round_trips() -> None:
+    test = simulate(ratio=3, rho=0.2, base=0.02, ticks=10, per_tick=100, seed=3)
+    again = VersionSplitTest.from_list(test.to_list())
+    assert again.e_harm == test.e_harm and again.bad_events == test.bad_events
+
+
+def test_binomial_tail_is_exact() -> None:
+    assert binomial_upper_tail(0, 5, 0.3) == 1.0
+    assert binomial_upper_tail(5, 5, 0.5) == pytest.approx(1 / 32)
+    assert binomial_upper_tail(2, 3, 0.5) == pytest.approx(0.5)
+    assert binomial_upper_tail(6, 5, 0.5) == 0.0
+
+
+def test_cusum_alarms_and_estimates_the_onset() -> None:
+    cusum = Cusum(p0=0.001, p1=0.01)
+    rng = random.Random(4)
+    alarm_at = None
+    for tick in range(400):
+        p = 0.001 if tick < 200 else 0.02
+        bad = sum(rng.random() < p for _ in range(100))
+        if cusum.update(bad, 100, tick * 10_000):
+            alarm_at = tick
+            break
+    assert alarm_at is not None and 200 <= alarm_at <= 215
+    assert cusum.onset_ms is not None and abs(cusum.onset_ms - 200 * 10_000) <= 60_000
+
+
+def test_timing_weight_window() -> None:
+    assert timing_weight(3_600_000, 0) == pytest.approx(0.1353, abs=1e-3)
+    assert timing_weight(0, 60_000) == 1.0  # deployed 1 min after the onset estimate
+    assert timing_weight(0, 300_000) == 0.0
+    assert timing_weight(4_000_000, 0) == 0.0
