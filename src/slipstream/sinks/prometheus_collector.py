@@ -117,6 +117,26 @@ class SloCollector(Collector):
                 "sloth_version": __version__, "sloth_objective": f"{slo.objective_percent:g}",
             }, 1)  # fmt: skip
 
+        consumed = _gauge(
+            "slipstream_deploy_budget_consumed_ratio",
+            "Share of the SLO's period error budget a deploy spent (verdict label).",
+        )
+        for i in self.state.impacts():
+            consumed.add_sample(consumed.name, {
+                "service": i.deploy.service, "slo": i.slo, "deploy_id": i.deploy.deploy_id,
+                "version": i.deploy.version, "verdict": i.verdict.verdict,
+            }, i.budget_consumed_ratio)  # fmt: skip
+        markers = _gauge(
+            "slipstream_deploy_timestamp_seconds",
+            "Event time of a deploy's latest phase: Grafana draws it as an annotation.",
+        )
+        for d in self.state.deploys():
+            markers.add_sample(markers.name, {
+                "service": d.service, "deploy_id": d.deploy_id, "version": d.version,
+                "change_type": d.change_type, "phase": d.phase,
+            }, d.timestamp_ms / 1000)  # fmt: skip
+        yield consumed
+        yield markers
         yield from ours.values()
         yield from sloth_windows.values()
         yield from sloth.values()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
 from slipstream.slo.alerts import Transition
-from slipstream.slo.engine import BudgetSnapshot
+from slipstream.slo.deploys import Impact
+from slipstream.slo.engine import BudgetSnapshot, PolicyChange
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
 
 
@@ -14,7 +17,7 @@ def alert_key(service: str, slo: str) -> bytes:
 
 
 def burn_rate_alert(
-    t: Transition, snapshot: BudgetSnapshot, processed_at_ms: int
+    t: Transition, snapshot: BudgetSnapshot, processed_at_ms: int, suspect: str | None = None
 ) -> dict[str, Any]:
     """A ``BurnRateAlert`` record (also the row of ``slipstream alerts --json``)."""
     return {
@@ -31,8 +34,8 @@ def burn_rate_alert(
         "burn_rate_long": t.burn_rate_long,
         "burn_rate_short": t.burn_rate_short,
         "budget_remaining_ratio": snapshot.budget_remaining_ratio,
-        "suspected_deploy_id": None,
-        "cause": "unknown",
+        "suspected_deploy_id": suspect,
+        "cause": "deploy" if suspect else "unknown",
     }
 
 
@@ -91,3 +94,37 @@ def status_row(h: dict[str, str]) -> dict[str, Any]:
         "active_alerts": [a for a in h.get("active_alerts", "").split(",") if a],
         "updated_at_ms": int(h["updated_at_ms"]),
     }
+
+
+def deploy_impact(i: Impact) -> dict[str, Any]:
+    """A ``DeployImpact`` record (also the row of ``slipstream deploys --json``)."""
+    return {
+        "deploy_id": i.deploy.deploy_id,
+        "service": i.deploy.service,
+        "version": i.deploy.version,
+        "slo": i.slo,
+        "verdict": i.verdict.verdict,
+        "confidence": i.verdict.confidence,
+        "budget_consumed_ratio": i.budget_consumed_ratio,
+        "onset_ms": None,
+        "decided_at_ms": i.decided_at_ms,
+        "evidence_json": json.dumps(i.evidence, sort_keys=True),
+    }
+
+
+def policy_event(p: PolicyChange) -> dict[str, Any]:
+    """A ``PolicyEvent`` record for an automatic freeze or unfreeze."""
+    return {
+        "event_id": uuid.uuid5(_POLICY_NAMESPACE, f"{p.service}/{p.action}/{p.event_time_ms}").hex,
+        "service": p.service,
+        "slo": p.slo,
+        "action": p.action,
+        "reason": p.reason,
+        "actor": "slipstream",
+        "timestamp": p.event_time_ms,
+        "budget_remaining_ratio": p.budget_remaining_ratio,
+        "expires_at_ms": None,
+    }
+
+
+_POLICY_NAMESPACE = uuid.UUID("7b3c1e52-2f8d-4b1a-9c6e-0a5d4f3e2b19")

@@ -7,6 +7,7 @@ successful flush writes the newest state (idempotent absolutes).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -15,7 +16,8 @@ import redis
 from slipstream import conventions
 from slipstream.sinks.records import redis_budget_hash
 from slipstream.slo.alerts import Transition
-from slipstream.slo.engine import BudgetSnapshot
+from slipstream.slo.deploys import Impact
+from slipstream.slo.engine import BudgetSnapshot, PolicyChange
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,29 @@ class RedisStateSink:
                 "burn_rate_long": repr(t.burn_rate_long),
                 "burn_rate_short": repr(t.burn_rate_short),
             }  # fmt: skip
+
+    def add_impact(self, impact: Impact) -> None:
+        d = impact.deploy
+        key = conventions.redis_key(self.namespace, "deploy", d.deploy_id, impact.slo)
+        self._budgets[key] = {
+            "deploy_id": d.deploy_id, "service": d.service, "version": d.version,
+            "slo": impact.slo, "verdict": impact.verdict.verdict,
+            "confidence": repr(impact.verdict.confidence),
+            "budget_consumed_ratio": repr(impact.budget_consumed_ratio),
+            "decided_at_ms": str(impact.decided_at_ms),
+            "evidence": json.dumps(impact.evidence, sort_keys=True),
+        }  # fmt: skip
+
+    def add_policy(self, change: PolicyChange) -> None:
+        key = conventions.redis_key(self.namespace, "policy", change.service)
+        self._budgets[key] = {
+            "service": change.service,
+            "frozen": "1" if change.action == "freeze" else "0",
+            "reason": change.reason,
+            "slo": change.slo or "",
+            "since_ms": str(change.event_time_ms),
+            "budget_remaining_ratio": repr(change.budget_remaining_ratio),
+        }
 
     @property
     def pending(self) -> int:

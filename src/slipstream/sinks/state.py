@@ -10,7 +10,11 @@ import threading
 from dataclasses import dataclass
 
 from slipstream.slo.alerts import Transition
+from slipstream.slo.deploys import Impact
 from slipstream.slo.engine import BudgetSnapshot
+from slipstream.slo.events import Deploy
+
+MAX_DEPLOY_SERIES = 200
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class InMemoryStateSink:
         self._lock = threading.Lock()  # scrapes run on the metrics server's thread
         self._states: dict[tuple[str, str], SloState] = {}
         self.transitions: list[Transition] = []
+        # The newest verdicts and deploys, bounded: they become labelled series.
+        self._impacts: dict[tuple[str, str], Impact] = {}
+        self._deploys: dict[str, Deploy] = {}
 
     def add_snapshot(self, snapshot: BudgetSnapshot) -> None:
         key = (snapshot.service, snapshot.slo)
@@ -37,6 +44,27 @@ class InMemoryStateSink:
         with self._lock:
             self._states[key] = SloState(snapshot, alert)
             self.transitions.append(transition)
+
+    def add_impact(self, impact: Impact) -> None:
+        with self._lock:
+            self._impacts[(impact.deploy.deploy_id, impact.slo)] = impact
+            while len(self._impacts) > MAX_DEPLOY_SERIES:
+                del self._impacts[next(iter(self._impacts))]
+
+    def add_deploy(self, deploy: Deploy) -> None:
+        with self._lock:
+            self._deploys.pop(deploy.deploy_id, None)
+            self._deploys[deploy.deploy_id] = deploy
+            while len(self._deploys) > MAX_DEPLOY_SERIES:
+                del self._deploys[next(iter(self._deploys))]
+
+    def impacts(self) -> list[Impact]:
+        with self._lock:
+            return list(self._impacts.values())
+
+    def deploys(self) -> list[Deploy]:
+        with self._lock:
+            return list(self._deploys.values())
 
     def forget(self, keys: set[tuple[str, str]]) -> None:
         """Drop SLOs this worker no longer owns (their partition moved to another worker)."""

@@ -75,11 +75,20 @@ class Slo:
 
 
 @dataclass(frozen=True)
+class BudgetPolicy:
+    """When releases of a service freeze (the catalogue's ``policy:`` of a service)."""
+
+    freeze_when_exhausted: bool = True
+    freeze_on_page: bool = False
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     slos: tuple[Slo, ...]
     depends_on: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    policy: BudgetPolicy = field(default_factory=BudgetPolicy)
 
 
 @dataclass(frozen=True)
@@ -266,7 +275,7 @@ def parse_catalogue(raw: Any, source: str) -> Catalogue:
         where = f"{source}: services.{svc_name}"
         if not isinstance(svc_name, str) or not SERVICE_NAME.match(svc_name):
             raise CatalogueError(f"{where}: service name must match {SERVICE_NAME.pattern}")
-        obj = _keys(svc_raw, {"depends_on", "slos", "labels"}, where)
+        obj = _keys(svc_raw, {"depends_on", "slos", "labels", "policy"}, where)
         slos_raw = obj.get("slos") or []
         if not isinstance(slos_raw, list) or not slos_raw:
             raise CatalogueError(f"{where}.slos: need at least one SLO")
@@ -280,7 +289,13 @@ def parse_catalogue(raw: Any, source: str) -> Catalogue:
         depends = obj.get("depends_on") or []
         if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
             raise CatalogueError(f"{where}.depends_on: a list of service names")
-        services[svc_name] = Service(svc_name, slos, tuple(depends), labels)
+        policy_raw = _keys(obj.get("policy") or {}, {"freeze_when_exhausted", "freeze_on_page"},
+                           f"{where}.policy")  # fmt: skip
+        for key, value in policy_raw.items():
+            if not isinstance(value, bool):
+                raise CatalogueError(f"{where}.policy.{key}: true or false")
+        policy = BudgetPolicy(**policy_raw)
+        services[svc_name] = Service(svc_name, slos, tuple(depends), labels, policy)
     for svc in services.values():
         for dep in svc.depends_on:
             if not SERVICE_NAME.match(dep):

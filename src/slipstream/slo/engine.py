@@ -22,7 +22,8 @@ from typing import Any, Final
 
 from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining, burn_rate
 from slipstream.slo.catalogue import Catalogue, Slo
-from slipstream.slo.events import Request
+from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy
+from slipstream.slo.events import Deploy, Request
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
 from slipstream.slo.windows import (
     COARSE_MS,
@@ -73,6 +74,18 @@ class SloRuntime:
         return self.windows.clock_ms
 
 
+@dataclass(frozen=True)
+class PolicyChange:
+    """The budget policy froze or unfroze a service's releases."""
+
+    service: str
+    action: str  # freeze | unfreeze
+    slo: str | None  # the SLO whose budget decided it
+    reason: str
+    event_time_ms: int
+    budget_remaining_ratio: float | None
+
+
 @dataclass
 class MessageResult:
     """What one message changed: table writes and deletes, and what to publish."""
@@ -82,6 +95,9 @@ class MessageResult:
     transitions: list[tuple[Transition, BudgetSnapshot]] = field(default_factory=list)
     snapshots: list[BudgetSnapshot] = field(default_factory=list)  # due for slo.budget
     latest: dict[tuple[str, str], BudgetSnapshot] = field(default_factory=dict)  # changed state
+    impacts: list[Impact] = field(default_factory=list)
+    suspects: dict[str, str] = field(default_factory=dict)  # alert_id -> deploy_id
+    policy: list[PolicyChange] = field(default_factory=list)
     late_events: int = 0
     skipped_replayed: int = 0
     unknown_service_events: int = 0
@@ -108,6 +124,10 @@ class PartitionEngine:
         self.idle_lateness_ms = idle_lateness_ms
         self.budget_interval_ms = budget_interval_ms
         self.runtimes: dict[tuple[str, str], SloRuntime] = {}
+        self.deploys = DeployTracker()
+        # service -> SLOs whose budget is exhausted (or whose page fires, where the policy says)
+        self.freezing: dict[str, dict[str, str]] = {}
+        self._dirty_freeze: set[str] = set()
         self.watermark_ms: int | None = None
         self._idle_clock_ms = 0
         self._offset = -1
@@ -160,6 +180,10 @@ class PartitionEngine:
                 self._result.late_events += 1
             bad = 1 if slo.sli.is_bad(request) else 0
             self._count(rt, ts, bad)
+            self.deploys.count(request, slo.name, bool(bad))
+
+    def absorb_deploy(self, deploy: Deploy) -> None:
+        self.deploys.on_deploy(deploy)
 
     def _count(self, rt: SloRuntime, ts: int, bad: int) -> None:
         slo = rt.slo
@@ -200,11 +224,20 @@ class PartitionEngine:
         windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
         observed = clock - (rt.first_clock_ms if rt.first_clock_ms is not None else clock)
         transition = rt.machine.evaluate(slo, clock, windows, observed)
+        impact = self.deploys.evaluate(
+            slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget
+        )
+        if impact is not None:
+            self._result.impacts.append(impact)
+        self._apply_policy(rt, clock, windows)
         snapshot = self._snapshot(rt, windows)
         rt.latest = snapshot
         self._result.latest[(slo.service, slo.name)] = snapshot
         if transition is not None:
             self._result.transitions.append((transition, snapshot))
+            suspect = self.deploys.suspect(slo.service, slo.name)
+            if suspect is not None:
+                self._result.suspects[transition.alert_id] = suspect
         due = rt.last_emit_ms is None or clock - rt.last_emit_ms >= self.budget_interval_ms
         if transition is not None or due:
             self._result.snapshots.append(snapshot)
@@ -213,10 +246,41 @@ class PartitionEngine:
         else:
             rt.latest_emitted = False
 
+    def _apply_policy(
+        self, rt: SloRuntime, clock: int, windows: Mapping[int, tuple[int, int]]
+    ) -> None:
+        """The error-budget policy of the catalogue: freeze releases of a service while any
+        of its SLOs has no budget left (and, if asked, while one of them pages)."""
+        slo = rt.slo
+        policy = self.catalogue.services[slo.service].policy
+        bad, total = windows[slo.period_ms]
+        remaining = budget_remaining(bad, total, slo.error_budget)
+        reason = None
+        if policy.freeze_when_exhausted and total and remaining <= 0:
+            reason = f"{slo.name}: error budget of {slo.period_days}d exhausted"
+        elif policy.freeze_on_page and rt.machine.severity == "page":
+            reason = f"{slo.name}: page-level burn-rate alert firing"
+        freezing = self.freezing.setdefault(slo.service, {})
+        if freezing.get(slo.name) == reason:
+            return
+        was_frozen = bool(freezing)
+        if reason is None:
+            freezing.pop(slo.name, None)
+        else:
+            freezing[slo.name] = reason
+        self._dirty_freeze.add(slo.service)
+        if bool(freezing) != was_frozen:
+            action = "freeze" if freezing else "unfreeze"
+            why = reason or f"{slo.name}: error budget back above zero"
+            self._result.policy.append(
+                PolicyChange(slo.service, action, slo.name, why, clock, remaining)
+            )
+
     def _snapshot(self, rt: SloRuntime, windows: Mapping[int, tuple[int, int]]) -> BudgetSnapshot:
         slo = rt.slo
         bad, total = windows[slo.period_ms]
         assert rt.clock_ms is not None
+        freezing = self.freezing.get(slo.service) or {}
         return BudgetSnapshot(
             service=slo.service,
             slo=slo.name,
@@ -232,6 +296,8 @@ class PartitionEngine:
             window_events={name: windows[w][1] for name, w in REPORTED_WINDOWS_MS.items()},
             active_alerts=tuple(rt.machine.active_severities()),
             updated_at_ms=rt.clock_ms,
+            frozen=bool(freezing),
+            freeze_reason="; ".join(sorted(freezing.values())) or None,
         )
 
     def end(self) -> MessageResult:
@@ -260,6 +326,17 @@ class PartitionEngine:
                 "machine": rt.machine.to_dict(),
             }
         self._dirty_state.clear()
+        for deploy_id in self.deploys.dirty:
+            tracked = self.deploys.deploys.get(deploy_id)
+            if tracked is not None:
+                result.writes[f"{self.partition}|d|{deploy_id}"] = tracked.to_dict()
+        for deploy_id in self.deploys.dropped:
+            result.deletes.add(f"{self.partition}|d|{deploy_id}")
+        self.deploys.dirty.clear()
+        self.deploys.dropped.clear()
+        for service in self._dirty_freeze:
+            result.writes[f"{self.partition}|f|{service}"] = self.freezing.get(service) or {}
+        self._dirty_freeze.clear()
         result.writes[self._partition_key] = {"watermark_ms": self.watermark_ms,
                                               "idle_clock_ms": self._idle_clock_ms}  # fmt: skip
         self._touched.clear()
@@ -292,6 +369,11 @@ class PartitionEngine:
                 self._idle_clock_ms = value.get("idle_clock_ms") or 0
             elif kind == "s":
                 states[(parts[2], parts[3])] = value
+            elif kind == "d":
+                tracked = TrackedDeploy.from_dict(value)
+                self.deploys.deploys[tracked.deploy.deploy_id] = tracked
+            elif kind == "f":
+                self.freezing[parts[2]] = dict(value)
             elif kind == "b":
                 slo = self.catalogue.slo(parts[2], parts[3])
                 if slo is None:
@@ -301,6 +383,10 @@ class PartitionEngine:
                     _CODE_RES[parts[4]], int(parts[5]), Bucket(bad, total, offset)
                 )
             used += 1
+        for tracked in sorted(self.deploys.deploys.values(), key=lambda t: t.started_ms):
+            self.deploys.by_service.setdefault(tracked.deploy.service, []).append(
+                tracked.deploy.deploy_id
+            )
         for (service, slo_name), state in states.items():
             slo = self.catalogue.slo(service, slo_name)
             if slo is None:

@@ -57,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = verbs.add_parser("worker", parents=[common], help="run the stream processors")
     worker.add_argument("--loglevel", default="warning")
 
-    from slipstream.streams import produce_cli, read_cli
+    from slipstream.streams import gate_cli, produce_cli, read_cli
 
     produce_cli.add_parsers(verbs, common)
     read_cli.add_parsers(verbs, common)
+    gate_cli.add_parser(verbs, common)
 
     demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
@@ -104,12 +105,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         run = {"deploy": produce_cli.run_deploy, "replay": produce_cli.run_replay,
                "simulate": produce_cli.run_simulate}[args.verb]  # fmt: skip
         return run(args, settings)
-    if args.verb in ("status", "alerts"):
+    if args.verb in ("status", "alerts", "deploys"):
         from slipstream.streams import read_cli
 
-        return (read_cli.run_status if args.verb == "status" else read_cli.run_alerts)(
-            args, settings
-        )
+        reader = {"status": read_cli.run_status, "alerts": read_cli.run_alerts,
+                  "deploys": read_cli.run_deploys}[args.verb]  # fmt: skip
+        return reader(args, settings)
+    if args.verb == "gate":
+        from slipstream.streams import gate_cli
+
+        return gate_cli.run_gate(args, settings)
     raise AssertionError(args.verb)
 
 

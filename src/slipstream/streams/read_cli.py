@@ -26,6 +26,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     alerts = verbs.add_parser("alerts", parents=[common], help="alert transitions")
     alerts.add_argument("--json", action="store_true", help="one JSON array (stable fields)")
     alerts.add_argument("--since", help="only transitions at or after this event time")
+    deploys = verbs.add_parser("deploys", parents=[common], help="deploy verdicts")
+    deploys.add_argument("--json", action="store_true", help="one JSON array (stable fields)")
 
 
 def read_status(settings: Settings) -> list[dict[str, Any]]:
@@ -111,4 +113,47 @@ def run_alerts(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{when}Z  {r['state']:<9} {r['severity']:<6} {r['service']}/{r['slo']}  "
               f"burn {r['burn_rate_long']:.1f}x/{r['burn_rate_short']:.1f}x over {tier} "
               f"(factor {r['factor']:g}), budget left {left:.1%}")  # fmt: skip
+    return EXIT_OK
+
+
+def read_impacts(settings: Settings) -> list[dict[str, Any]]:
+    """The latest verdict per (deploy, SLO) from slo.deploy-impact, evidence as an object."""
+    topic = conventions.topic_name(settings.namespace, conventions.DEPLOY_IMPACT_TOPIC)
+    codec = AvroCodec()
+    latest: dict[tuple[str, str | None], dict[str, Any]] = {}
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
+                             enable_auto_commit=False, client_id="slipstream-deploys")  # fmt: skip
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for rec in records:
+                    try:
+                        row = codec.decode(rec.value, {"DeployImpact"}).record
+                    except CodecError:
+                        continue
+                    row["evidence"] = json.loads(row.pop("evidence_json"))
+                    latest[(row["deploy_id"], row["slo"])] = row
+    finally:
+        consumer.close()
+    return sorted(latest.values(), key=lambda r: (r["decided_at_ms"], r["deploy_id"]))
+
+
+def run_deploys(args: argparse.Namespace, settings: Settings) -> int:
+    rows = read_impacts(settings)
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    for r in rows:
+        rr = r["evidence"].get("rate_ratio")
+        ratio = f"rate ratio {rr:.1f}x" if rr else "no version split yet"
+        spent = r["budget_consumed_ratio"]
+        print(f"{r['deploy_id']:<36} {r['service']}/{r['slo']:<14} {r['verdict']:<12} "
+              f"confidence {r['confidence']:.2f}  budget {spent:.1%}  {ratio}")  # fmt: skip
     return EXIT_OK

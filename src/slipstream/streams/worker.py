@@ -26,7 +26,13 @@ from slipstream.settings import Settings
 from slipstream.sinks import metrics_server
 from slipstream.sinks.metrics import WorkerMetrics
 from slipstream.sinks.prometheus_collector import SloCollector
-from slipstream.sinks.records import alert_key, budget_state, burn_rate_alert
+from slipstream.sinks.records import (
+    alert_key,
+    budget_state,
+    burn_rate_alert,
+    deploy_impact,
+    policy_event,
+)
 from slipstream.sinks.redis_sink import RedisStateSink
 from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue
@@ -120,6 +126,14 @@ class SloWorker:
         self.budget_topic = app.topic(
             conventions.topic_name(ns, conventions.BUDGET_TOPIC), key_type=bytes, value_type=bytes
         )
+        self.impact_topic = app.topic(
+            conventions.topic_name(ns, conventions.DEPLOY_IMPACT_TOPIC),
+            key_type=bytes,
+            value_type=bytes,
+        )
+        self.policy_topic = app.topic(
+            conventions.topic_name(ns, conventions.POLICY_TOPIC), key_type=bytes, value_type=bytes
+        )
         # Co-partitioned with slo.requests: written only while a message of the same
         # partition is the current event, keys prefixed with that partition.
         self.table = app.Table(
@@ -172,11 +186,14 @@ class SloWorker:
             metrics.input_events.labels(topic).inc(accepted)
         if result.duplicates:
             metrics.duplicate_events.labels(topic).inc(result.duplicates)
-        if result.requests:
+        if result.requests or result.deploys:
             engine = self.host.engine(msg.partition)
             engine.begin(msg.offset)
             for request in result.requests:
                 engine.absorb(request)
+            for deploy in result.deploys:
+                engine.absorb_deploy(deploy)
+                self.state.add_deploy(deploy)
             await self.apply(engine.end())
 
     async def apply(self, result: MessageResult) -> None:
@@ -191,7 +208,8 @@ class SloWorker:
             self.redis_sink.add_snapshot(snapshot)
         processed = now_ms()
         for transition, snapshot in result.transitions:
-            record = burn_rate_alert(transition, snapshot, processed)
+            suspect = result.suspects.get(transition.alert_id)
+            record = burn_rate_alert(transition, snapshot, processed, suspect)
             await self.alerts_topic.send(
                 key=alert_key(transition.service, transition.slo),
                 value=self.codec.encode("BurnRateAlert", record),
@@ -201,6 +219,19 @@ class SloWorker:
             self.metrics.alert_transitions.labels(transition.state, transition.severity).inc()
         for snapshot in result.snapshots:
             await self.publish_budget(snapshot)
+        for impact in result.impacts:
+            await self.impact_topic.send(
+                key=impact.deploy.deploy_id.encode(),
+                value=self.codec.encode("DeployImpact", deploy_impact(impact)),
+            )
+            self.state.add_impact(impact)
+            self.redis_sink.add_impact(impact)
+        for change in result.policy:
+            await self.policy_topic.send(
+                key=change.service.encode(),
+                value=self.codec.encode("PolicyEvent", policy_event(change)),
+            )
+            self.redis_sink.add_policy(change)
         self.metrics.late_events.inc(result.late_events)
         self.metrics.replayed_skipped.inc(result.skipped_replayed)
         self.metrics.unknown_service_events.inc(result.unknown_service_events)

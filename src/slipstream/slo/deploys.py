@@ -1,0 +1,177 @@
+"""Deploys of one partition's services: their history, per-version counts and verdicts.
+
+Request events carry the version that served them. While a deploy's new
+version and its previous version both serve, every SLO of the service counts
+bad and total events per version in 10 s ticks, and the version-split test
+of ``correlation`` turns them into a verdict per (deploy, SLO). A verdict
+that changes is published; an SLO's alert names the deploy its budget burn
+is attributed to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from slipstream.slo.correlation import Verdict, VersionSplitTest, split_verdict
+from slipstream.slo.events import Deploy, Request
+
+HISTORY_PER_SERVICE: Final = 20
+SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
+
+
+@dataclass(frozen=True)
+class Impact:
+    """A verdict on one deploy for one SLO, with its evidence."""
+
+    deploy: Deploy
+    slo: str
+    verdict: Verdict
+    budget_consumed_ratio: float
+    decided_at_ms: int
+    evidence: dict[str, Any]
+
+
+@dataclass
+class TrackedDeploy:
+    deploy: Deploy  # the latest phase seen
+    started_ms: int
+    tests: dict[str, VersionSplitTest] = field(default_factory=dict)
+    ticks: dict[str, list[int]] = field(default_factory=dict)  # slo -> [bn, tn, bo, to]
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def splitting(self) -> bool:
+        """Both versions may serve: started or progressing, not finished or rolled back."""
+        return self.deploy.phase in ("started", "progress")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.deploy
+        return {
+            "deploy": [
+                d.deploy_id,
+                d.service,
+                d.version,
+                d.previous_version,
+                d.change_type,
+                d.phase,
+                d.rollout_fraction,
+                d.timestamp_ms,
+                d.actor,
+                d.commit,
+                d.description,
+            ],
+            "started_ms": self.started_ms,
+            "tests": {k: t.to_list() for k, t in self.tests.items()},
+            "ticks": self.ticks,
+            "verdicts": self.verdicts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrackedDeploy:
+        return cls(
+            Deploy(*data["deploy"]),
+            data["started_ms"],
+            {k: VersionSplitTest.from_list(v) for k, v in data["tests"].items()},
+            {k: list(v) for k, v in data["ticks"].items()},
+            dict(data["verdicts"]),
+        )
+
+
+class DeployTracker:
+    def __init__(self) -> None:
+        self.deploys: dict[str, TrackedDeploy] = {}
+        self.by_service: dict[str, list[str]] = {}  # deploy ids, oldest first
+        self.dirty: set[str] = set()
+        self.dropped: set[str] = set()
+
+    def on_deploy(self, deploy: Deploy) -> None:
+        tracked = self.deploys.get(deploy.deploy_id)
+        if tracked is None:
+            tracked = self.deploys[deploy.deploy_id] = TrackedDeploy(deploy, deploy.timestamp_ms)
+            ids = self.by_service.setdefault(deploy.service, [])
+            ids.append(deploy.deploy_id)
+            while len(ids) > HISTORY_PER_SERVICE:
+                old = ids.pop(0)
+                self.deploys.pop(old, None)
+                self.dropped.add(old)
+        elif deploy.timestamp_ms >= tracked.deploy.timestamp_ms:
+            tracked.deploy = deploy
+        self.dirty.add(deploy.deploy_id)
+
+    def active(self, service: str) -> TrackedDeploy | None:
+        """The newest deploy of ``service`` whose versions may still be splitting traffic."""
+        for deploy_id in reversed(self.by_service.get(service, [])):
+            tracked = self.deploys[deploy_id]
+            if tracked.splitting:
+                return tracked
+        return None
+
+    def suspect(self, service: str, slo: str) -> str | None:
+        for deploy_id in reversed(self.by_service.get(service, [])):
+            if self.deploys[deploy_id].verdicts.get(slo) in SUSPECT_VERDICTS:
+                return deploy_id
+        return None
+
+    def count(self, request: Request, slo: str, bad: bool) -> None:
+        tracked = self.active(request.service)
+        if tracked is None or request.timestamp_ms < tracked.started_ms:
+            return
+        new = request.version == tracked.deploy.version
+        tick = tracked.ticks.setdefault(slo, [0, 0, 0, 0])
+        base = 0 if new else 2
+        tick[base] += bad
+        tick[base + 1] += 1
+        self.dirty.add(tracked.deploy.deploy_id)
+
+    def evaluate(
+        self, service: str, slo: str, clock_ms: int, period_total: int, error_budget: float
+    ) -> Impact | None:
+        """Close the SLO's tick for the service's active deploy; return a changed verdict."""
+        tracked = self.active(service)
+        if tracked is None:
+            return None
+        tick = tracked.ticks.pop(slo, None)
+        test = tracked.tests.setdefault(slo, VersionSplitTest())
+        if tick:
+            test.update(*tick)
+            self.dirty.add(tracked.deploy.deploy_id)
+        elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
+        verdict = split_verdict(test, test.bad_events / elapsed_s)
+        if tracked.verdicts.get(slo) == verdict.verdict:
+            return None
+        tracked.verdicts[slo] = verdict.verdict
+        self.dirty.add(tracked.deploy.deploy_id)
+        return self._impact(tracked, slo, test, verdict, clock_ms, period_total, error_budget)
+
+    @staticmethod
+    def _impact(
+        tracked: TrackedDeploy,
+        slo: str,
+        test: VersionSplitTest,
+        verdict: Verdict,
+        clock_ms: int,
+        period_total: int,
+        error_budget: float,
+    ) -> Impact:
+        old_rate = test.bad_old / test.total_old if test.total_old else 0.0
+        # Excess bad events on the new version over what the old version's rate predicts.
+        excess = max(test.bad_new - test.total_new * old_rate, 0.0)
+        consumed = excess / (error_budget * period_total) if period_total else 0.0
+        rr = test.rate_ratio()
+        evidence: dict[str, Any] = {
+            "method": "version_split",
+            "e_value": test.e_harm,
+            "e_value_clear": test.e_clear,
+            "rate_ratio": rr[0] if rr else None,
+            "rate_ratio_ci95": [rr[1], rr[2]] if rr else None,
+            "bad_new": test.bad_new,
+            "total_new": test.total_new,
+            "bad_old": test.bad_old,
+            "total_old": test.total_old,
+            "bad_rate_new": test.bad_new / test.total_new if test.total_new else None,
+            "bad_rate_old": old_rate if test.total_old else None,
+            "deploy_started_ms": tracked.started_ms,
+            "decision_eta_s": verdict.decision_eta_s,
+        }
+        return Impact(tracked.deploy, slo, verdict, consumed, clock_ms, evidence)
