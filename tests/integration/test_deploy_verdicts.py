@@ -1,0 +1,119 @@
+"""End to end on the real broker: a bad deploy and a good one at almost the same time.
+
+The verdicts on slo.deploy-impact name the bad deploy and clear the good one; the
+alert names the suspect; the gate freezes the service whose budget ran out and
+lets it release after a recorded override.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from slipstream import conventions
+from slipstream.schemas.codec import AvroCodec
+from slipstream.settings import Settings, settings_env
+from slipstream.stack.process import free_port
+from slipstream.streams.read_cli import read_alerts, read_impacts
+from slipstream.streams.supervise import worker_process
+
+from helpers import poll, read_topic
+
+CATALOGUE = """
+services:
+  shop:
+    slos:
+      - {name: availability, objective: 99.5, period: 7d, sli: {kind: availability},
+         alerting: {min_events: 50}}
+  cart:
+    slos:
+      - {name: availability, objective: 95, period: 7d, sli: {kind: availability},
+         alerting: {min_events: 50}}
+"""
+SCENARIO = """
+name: two-deploys
+seed: 21
+duration: 60m
+services:
+  shop: {rate_per_s: 20, error_ratio: 0.002, version: v1}
+  cart: {rate_per_s: 20, error_ratio: 0.02, version: v5}
+deploys:
+  - {service: shop, version: v2, at: 20m, effect: {error_ratio: 0.06},
+     rollout: [{at: 0s, fraction: 0.2}, {at: 15m, fraction: 0.5}]}
+  - {service: cart, version: v6, at: 1230s, rollout: [{at: 0s, fraction: 0.5}]}
+"""
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings_env(settings)}
+    cmd = [sys.executable, "-m", "slipstream.streams.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_verdicts_alerts_and_gate(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "catalogue.yaml").write_text(CATALOGUE)
+    (tmp_path / "scenario.yaml").write_text(SCENARIO)
+    settings = settings.replace(catalogue=str(tmp_path / "catalogue.yaml"),
+                                metrics_addr=f"127.0.0.1:{free_port()}")  # fmt: skip
+    start_ms = (int(time.time()) - 3600 - 120) * 1000
+    log = tmp_path / "worker.log"
+    with worker_process(settings, log):
+        sim = _cli(settings, "simulate", "--scenario", str(tmp_path / "scenario.yaml"), "--max",
+                   "--start", str(start_ms))  # fmt: skip
+        assert sim.returncode == 0, sim.stderr
+
+        def verdicts() -> dict[str, str]:
+            return {r["deploy_id"]: r["verdict"] for r in read_impacts(settings)}
+
+        try:
+            final = poll(verdicts, lambda v: sorted(v.values()) == ["ATTRIBUTED", "CLEARED"],
+                         timeout_s=180, what="a verdict on both deploys")  # fmt: skip
+        except AssertionError:
+            print(log.read_text()[-4000:])
+            raise
+    shop = next(d for d in final if d.startswith("shop-"))
+    cart = next(d for d in final if d.startswith("cart-"))
+    assert final == {shop: "ATTRIBUTED", cart: "CLEARED"}
+
+    impacts = {r["deploy_id"]: r for r in read_impacts(settings)}
+    evidence = impacts[shop]["evidence"]
+    assert evidence["method"] == "version_split" and evidence["e_value"] >= 100
+    low, high = evidence["rate_ratio_ci95"]
+    assert low <= 30 <= high  # 6 % on the new version against 0.2 % on the old
+    assert impacts[shop]["budget_consumed_ratio"] > 0
+    assert impacts[cart]["evidence"]["e_value_clear"] >= 100
+    assert impacts[cart]["budget_consumed_ratio"] < impacts[shop]["budget_consumed_ratio"]
+
+    shop_alerts = [a for a in read_alerts(settings) if a["service"] == "shop"]
+    assert shop_alerts and shop_alerts[0]["state"] == "firing"
+    assert any(a["suspected_deploy_id"] == shop and a["cause"] == "deploy" for a in shop_alerts)
+    assert not [a for a in read_alerts(settings) if a["service"] == "cart"]
+
+    # Policy events on slo.policy, and the gate.
+    codec = AvroCodec()
+    policy_topic = conventions.topic_name(settings.namespace, "slo.policy")
+    policy = [
+        codec.decode(r.value).record for r in read_topic(settings.kafka_bootstrap, policy_topic)
+    ]
+    assert [(p["service"], p["action"]) for p in policy][:1] == [("shop", "freeze")]
+    time.sleep(1.5)  # the Redis sink flushes every second
+    frozen = _cli(settings, "gate", "--service", "shop", "--json")
+    assert frozen.returncode == 1, frozen.stdout + frozen.stderr
+    assert json.loads(frozen.stdout)["reason"].startswith("availability: error budget")
+    allowed = _cli(settings, "gate", "--service", "cart")
+    assert allowed.returncode == 0, allowed.stdout
+    refused = _cli(settings, "gate", "--service", "shop", "--override", "--reason", "hotfix")
+    assert refused.returncode == 2 and "--actor" in refused.stderr
+    override = _cli(settings, "gate", "--service", "shop", "--override",
+                    "--reason", "hotfix for the regression", "--actor", "release-bot")  # fmt: skip
+    assert override.returncode == 0, override.stdout + override.stderr
+    assert "override by release-bot" in override.stdout
+    policy = [
+        codec.decode(r.value).record for r in read_topic(settings.kafka_bootstrap, policy_topic)
+    ]
+    assert any(p["action"] == "override" and p["actor"] == "release-bot" for p in policy)
+    assert _cli(settings, "gate", "--service", "nowhere").returncode == 2
