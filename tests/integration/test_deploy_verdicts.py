@@ -18,7 +18,7 @@ from slipstream import conventions
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings, settings_env
 from slipstream.stack.process import free_port
-from slipstream.streams.read_cli import read_alerts, read_impacts
+from slipstream.streams.read_cli import read_alerts, read_impacts, read_status
 from slipstream.streams.supervise import worker_process
 
 from helpers import poll, read_topic
@@ -117,3 +117,26 @@ def test_verdicts_alerts_and_gate(settings: Settings, tmp_path: Path) -> None:
     ]
     assert any(p["action"] == "override" and p["actor"] == "release-bot" for p in policy)
     assert _cli(settings, "gate", "--service", "nowhere").returncode == 2
+
+    # The incident report: its timeline and numbers are those of the topics and Redis.
+    report_file = tmp_path / "report.md"
+    done = _cli(settings, "report", "--service", "shop", "--since", str(start_ms),
+                "--out", str(report_file))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = report_file.read_text()
+    deploy_rows = [line for line in report.splitlines() if "| deploy |" in line]
+    shop_deploys = [d for d in (codec.decode(r.value).record for r in read_topic(
+        settings.kafka_bootstrap, conventions.topic_name(settings.namespace, "slo.deploys")))
+        if d["service"] == "shop"]  # fmt: skip
+    assert len(deploy_rows) == len(shop_deploys) == 2
+    alert_rows = [line for line in report.splitlines() if "| alert |" in line]
+    assert len(alert_rows) == len(shop_alerts)
+    assert sum("| policy |" in line for line in report.splitlines()) == len(
+        [p for p in policy if p["service"] == "shop"]
+    )
+    explained = report.split("## Deploys that explain the budget burn")[1]
+    assert f"**{shop}** (availability): ATTRIBUTED" in explained
+    assert f"{impacts[shop]['budget_consumed_ratio']:.1%} of the period" in explained
+    shop_status = next(s for s in read_status(settings) if s["service"] == "shop")
+    assert f"| {shop_status['budget_remaining_ratio']:.1%} |" in report
+    assert "release-bot" not in report  # systems and changes, never people

@@ -80,6 +80,9 @@ class BudgetPolicy:
 
     freeze_when_exhausted: bool = True
     freeze_on_page: bool = False
+    # Hysteresis: a frozen SLO thaws only once this much budget is back, so a budget
+    # hovering around zero does not freeze and unfreeze with every bad event.
+    unfreeze_above: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -289,10 +292,17 @@ def parse_catalogue(raw: Any, source: str) -> Catalogue:
         depends = obj.get("depends_on") or []
         if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
             raise CatalogueError(f"{where}.depends_on: a list of service names")
-        policy_raw = _keys(obj.get("policy") or {}, {"freeze_when_exhausted", "freeze_on_page"},
-                           f"{where}.policy")  # fmt: skip
+        policy_keys = {"freeze_when_exhausted", "freeze_on_page", "unfreeze_above"}
+        policy_raw = _keys(obj.get("policy") or {}, policy_keys, f"{where}.policy")
         for key, value in policy_raw.items():
-            if not isinstance(value, bool):
+            if key == "unfreeze_above":
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 0 <= value < 1
+                ):
+                    raise CatalogueError(f"{where}.policy.unfreeze_above: a ratio in [0, 1)")
+            elif not isinstance(value, bool):
                 raise CatalogueError(f"{where}.policy.{key}: true or false")
         policy = BudgetPolicy(**policy_raw)
         services[svc_name] = Service(svc_name, slos, tuple(depends), labels, policy)

@@ -129,8 +129,8 @@ class DeployTracker:
     ) -> Impact | None:
         """Close the SLO's tick for the service's active deploy; return a changed verdict."""
         tracked = self.active(service)
-        if tracked is None:
-            return None
+        if tracked is None or clock_ms <= tracked.started_ms:
+            return None  # the SLO's clock has not reached the deploy yet
         tick = tracked.ticks.pop(slo, None)
         test = tracked.tests.setdefault(slo, VersionSplitTest())
         if tick:

@@ -255,12 +255,22 @@ class PartitionEngine:
         policy = self.catalogue.services[slo.service].policy
         bad, total = windows[slo.period_ms]
         remaining = budget_remaining(bad, total, slo.error_budget)
+        freezing = self.freezing.setdefault(slo.service, {})
+        exhausted_reason = f"{slo.name}: error budget of {slo.period_days}d exhausted"
         reason = None
-        if policy.freeze_when_exhausted and total and remaining <= 0:
-            reason = f"{slo.name}: error budget of {slo.period_days}d exhausted"
+        if (
+            policy.freeze_when_exhausted
+            and total >= slo.min_events
+            and (
+                remaining <= 0
+                or (
+                    freezing.get(slo.name) == exhausted_reason and remaining < policy.unfreeze_above
+                )
+            )
+        ):
+            reason = exhausted_reason
         elif policy.freeze_on_page and rt.machine.severity == "page":
             reason = f"{slo.name}: page-level burn-rate alert firing"
-        freezing = self.freezing.setdefault(slo.service, {})
         if freezing.get(slo.name) == reason:
             return
         was_frozen = bool(freezing)

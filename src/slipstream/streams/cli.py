@@ -57,11 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = verbs.add_parser("worker", parents=[common], help="run the stream processors")
     worker.add_argument("--loglevel", default="warning")
 
-    from slipstream.streams import gate_cli, produce_cli, read_cli
+    from slipstream.streams import gate_cli, produce_cli, read_cli, report_cli
 
     produce_cli.add_parsers(verbs, common)
     read_cli.add_parsers(verbs, common)
     gate_cli.add_parser(verbs, common)
+    report_cli.add_parser(verbs, common)
 
     demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
@@ -111,6 +112,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         reader = {"status": read_cli.run_status, "alerts": read_cli.run_alerts,
                   "deploys": read_cli.run_deploys}[args.verb]  # fmt: skip
         return reader(args, settings)
+    if args.verb == "report":
+        from slipstream.streams import report_cli
+
+        return report_cli.run_report(args, settings)
     if args.verb == "gate":
         from slipstream.streams import gate_cli
 
