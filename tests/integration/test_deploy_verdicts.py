@@ -19,7 +19,7 @@ from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings, settings_env
 from slipstream.stack.process import free_port
 from slipstream.streams.read_cli import read_alerts, read_impacts, read_status
-from slipstream.streams.supervise import worker_process
+from slipstream.streams.supervise import scrape, worker_process
 
 from helpers import poll, read_topic
 
@@ -65,6 +65,14 @@ def test_verdicts_alerts_and_gate(settings: Settings, tmp_path: Path) -> None:
         sim = _cli(settings, "simulate", "--scenario", str(tmp_path / "scenario.yaml"), "--max",
                    "--start", str(start_ms))  # fmt: skip
         assert sim.returncode == 0, sim.stderr
+        sent = int(sim.stdout.split("sent ")[1].split(" requests")[0])
+
+        def processed() -> float:
+            samples = scrape(settings.metrics_addr)
+            return samples.get(("slipstream_input_events_total", (("topic", "slo.requests"),)), 0)
+
+        poll(processed, lambda n: n == sent, timeout_s=180, what="every event to be processed")
+        time.sleep(1.5)  # the last outputs are sent and the Redis sink flushes every second
 
         def verdicts() -> dict[str, str]:
             return {r["deploy_id"]: r["verdict"] for r in read_impacts(settings)}
@@ -100,7 +108,6 @@ def test_verdicts_alerts_and_gate(settings: Settings, tmp_path: Path) -> None:
         codec.decode(r.value).record for r in read_topic(settings.kafka_bootstrap, policy_topic)
     ]
     assert [(p["service"], p["action"]) for p in policy][:1] == [("shop", "freeze")]
-    time.sleep(1.5)  # the Redis sink flushes every second
     frozen = _cli(settings, "gate", "--service", "shop", "--json")
     assert frozen.returncode == 1, frozen.stdout + frozen.stderr
     assert json.loads(frozen.stdout)["reason"].startswith("availability: error budget")
