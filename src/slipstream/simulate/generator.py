@@ -83,9 +83,12 @@ def _deploy_events(
 
 
 class _ServiceModel:
-    def __init__(self, spec: ServiceSpec, phases: list[_Phase]) -> None:
+    def __init__(
+        self, spec: ServiceSpec, phases: list[_Phase], incidents: list[tuple[int, int, float]]
+    ) -> None:
         self.spec = spec
         self.phases = phases
+        self.incidents = incidents  # (start, end, error ratio) in event time
         self.mu = math.log(spec.latency_median_ms)
         self.sigma = max(math.log(spec.latency_p99_ms / spec.latency_median_ms) / Z99, 1e-9)
 
@@ -109,6 +112,9 @@ class _ServiceModel:
                 if deploy.error_ratio is not None:
                     error_ratio = deploy.error_ratio
                 factor = deploy.latency_factor
+        for start, end, ratio in self.incidents:
+            if start <= ts_ms < end:
+                error_ratio = max(error_ratio, ratio)
         status = rng.choice(spec.bad_status) if rng.random() < error_ratio else 200
         latency = round(rng.lognormvariate(self.mu, self.sigma) * factor, 1)
         return Request(
@@ -127,7 +133,13 @@ def generate(scenario: Scenario, start_ms: int) -> Iterator[Request | Deploy]:
     """Every event of the scenario in event-time order; the same seed gives the same events."""
     rng = random.Random(scenario.seed)
     deploys, phases = _deploy_events(scenario, start_ms)
-    models = [_ServiceModel(s, phases[s.name]) for s in scenario.services]
+    models = [
+        _ServiceModel(s, phases[s.name], [
+            (start_ms + i.at_ms, start_ms + i.at_ms + i.duration_ms, i.error_ratio)
+            for i in scenario.incidents if s.name in i.services
+        ])
+        for s in scenario.services
+    ]  # fmt: skip
     end_ms = start_ms + scenario.duration_ms
     # Poisson arrivals per service, merged by time (ties broken by service order).
     heap = [(start_ms + rng.expovariate(m.spec.rate_per_s) * 1000, i) for i, m in enumerate(models)]

@@ -63,6 +63,16 @@ class DeploySpec:
 
 
 @dataclass(frozen=True)
+class IncidentSpec:
+    """Something outside every deploy (a network, a shared dependency) raising error ratios."""
+
+    at_ms: int
+    duration_ms: int
+    services: tuple[str, ...]
+    error_ratio: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     seed: int
@@ -70,6 +80,7 @@ class Scenario:
     services: tuple[ServiceSpec, ...]
     deploys: tuple[DeploySpec, ...] = field(default=())
     description: str = ""
+    incidents: tuple[IncidentSpec, ...] = field(default=())
 
 
 def _take(obj: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
@@ -176,7 +187,8 @@ def _deploy(raw: Any, where: str, services: dict[str, ServiceSpec]) -> DeploySpe
 
 
 def parse_scenario(raw: Any, source: str) -> Scenario:
-    obj = _take(raw, {"name", "seed", "duration", "services", "deploys", "description"}, source)
+    keys = {"name", "seed", "duration", "services", "deploys", "description", "incidents"}
+    obj = _take(raw, keys, source)
     services_raw = _take(obj.get("services") or {}, set(obj.get("services") or {}), source)
     if not services_raw:
         raise ScenarioError(f"{source}: services: need at least one service")
@@ -188,6 +200,18 @@ def parse_scenario(raw: Any, source: str) -> Scenario:
     for i, d in enumerate(deploys):
         if not d.version:
             raise ScenarioError(f"{source}: deploys[{i}].version: required")
+    incidents = []
+    for i, inc in enumerate(obj.get("incidents") or []):
+        where = f"{source}: incidents[{i}]"
+        o = _take(inc, {"at", "duration", "services", "error_ratio"}, where)
+        names = tuple(o.get("services") or ())
+        if not names or any(n not in services for n in names):
+            raise ScenarioError(f"{where}.services: names of services of the scenario")
+        incidents.append(IncidentSpec(
+            parse_duration_ms(o.get("at", "0s"), f"{where}.at"),
+            parse_duration_ms(o.get("duration", "5m"), f"{where}.duration"),
+            names, _ratio(o.get("error_ratio"), f"{where}.error_ratio"),
+        ))  # fmt: skip
     seed = obj.get("seed", 1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ScenarioError(f"{source}: seed: must be an integer")
@@ -198,6 +222,7 @@ def parse_scenario(raw: Any, source: str) -> Scenario:
         services=tuple(services.values()),
         deploys=deploys,
         description=str(obj.get("description", "")),
+        incidents=tuple(incidents),
     )
 
 

@@ -17,7 +17,11 @@ def alert_key(service: str, slo: str) -> bytes:
 
 
 def burn_rate_alert(
-    t: Transition, snapshot: BudgetSnapshot, processed_at_ms: int, suspect: str | None = None
+    t: Transition,
+    snapshot: BudgetSnapshot,
+    processed_at_ms: int,
+    suspect: str | None = None,
+    cause: str = "unknown",
 ) -> dict[str, Any]:
     """A ``BurnRateAlert`` record (also the row of ``slipstream alerts --json``)."""
     return {
@@ -35,7 +39,7 @@ def burn_rate_alert(
         "burn_rate_short": t.burn_rate_short,
         "budget_remaining_ratio": snapshot.budget_remaining_ratio,
         "suspected_deploy_id": suspect,
-        "cause": "deploy" if suspect else "unknown",
+        "cause": cause,
     }
 
 
@@ -106,7 +110,7 @@ def deploy_impact(i: Impact) -> dict[str, Any]:
         "verdict": i.verdict.verdict,
         "confidence": i.verdict.confidence,
         "budget_consumed_ratio": i.budget_consumed_ratio,
-        "onset_ms": None,
+        "onset_ms": i.evidence.get("onset_ms"),
         "decided_at_ms": i.decided_at_ms,
         "evidence_json": json.dumps(i.evidence, sort_keys=True),
     }

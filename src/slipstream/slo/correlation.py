@@ -168,3 +168,92 @@ def split_verdict(test: VersionSplitTest, bad_rate_per_s: float) -> Verdict:
     if posterior >= 0.5 and test.e_harm > 1.0:
         return Verdict("SUSPECTED", posterior)
     return Verdict("INCONCLUSIVE", posterior, None)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    deploy_id: str
+    started_ms: int
+    split: str | None  # the version-split verdict for this SLO, if there is one
+
+
+@dataclass(frozen=True)
+class EpisodeVerdict:
+    verdict: str  # ATTRIBUTED | SUSPECTED | EXTERNAL | INCONCLUSIVE
+    confidence: float
+    deploy_id: str | None
+    evidence: dict[str, Any]
+
+
+def _rate_rose(pre: tuple[int, int], post: tuple[int, int]) -> tuple[float, float]:
+    """(post/pre bad-rate ratio, exact one-sided p-value that it did not rise)."""
+    (pre_bad, pre_total), (post_bad, post_total) = pre, post
+    ratio = ((post_bad + 0.5) / (post_total + 0.5)) / ((pre_bad + 0.5) / (pre_total + 0.5))
+    share = post_total / (pre_total + post_total) if pre_total + post_total else 0.0
+    return ratio, binomial_upper_tail(post_bad, pre_bad + post_bad, share)
+
+
+def _bayes_factor_bound(p: float) -> float:
+    """The largest Bayes factor a p-value can support (Sellke, Bayarri and Berger)."""
+    if p <= 0.0:
+        return 1e6
+    if p >= 1 / math.e:
+        return 1.0
+    return min(1.0 / (-math.e * p * math.log(p)), 1e6)
+
+
+def episode_verdict(
+    onset_ms: int,
+    candidates: list[Candidate],
+    pre: tuple[int, int],
+    post: tuple[int, int],
+    controls: list[tuple[tuple[int, int], tuple[int, int]]],
+) -> EpisodeVerdict:
+    """Fuse the evidence on one budget-drop episode of one SLO (CORRELATION.md "Verdict").
+
+    ``pre``/``post``: (bad, total) of the SLO in the hour before the onset and since;
+    ``controls``: the same for services that are not the SLO's (not downstream of it).
+    """
+    evidence: dict[str, Any] = {"onset_ms": onset_ms, "pre": list(pre), "post": list(post)}
+    degraded = 0
+    usable = 0
+    for c_pre, c_post in controls:
+        if c_pre[1] < 100 or c_post[1] < 50:
+            continue
+        usable += 1
+        ratio, p = _rate_rose(c_pre, c_post)
+        degraded += ratio >= 3.0 and p <= ALPHA
+    evidence["controls"] = {"usable": usable, "degraded": degraded}
+    if usable and degraded / usable >= 0.5:
+        # Everything degraded together: the cause is probably outside the deploys.
+        return EpisodeVerdict("EXTERNAL", 0.9, None, evidence | {"method": "controls"})
+    weighted = [(c, timing_weight(onset_ms, c.started_ms)) for c in candidates]
+    weighted = [(c, w) for c, w in weighted if w > 0]
+    evidence["candidates"] = [c.deploy_id for c, _ in weighted]
+    if not weighted:
+        return EpisodeVerdict("EXTERNAL", 0.8, None, evidence | {"method": "no_candidate"})
+    for c, _ in weighted:
+        if c.split == "ATTRIBUTED":
+            return EpisodeVerdict("ATTRIBUTED", 0.95, c.deploy_id,
+                                  evidence | {"method": "version_split"})  # fmt: skip
+    cleared = {c.deploy_id for c, _ in weighted if c.split == "CLEARED"}
+    open_candidates = [(c, w) for c, w in weighted if c.deploy_id not in cleared]
+    if not open_candidates:
+        return EpisodeVerdict("EXTERNAL", 0.8, None, evidence | {"method": "all_cleared"})
+    best, weight = max(open_candidates, key=lambda cw: cw[1])
+    if post[0] < MIN_BAD_EVENTS:
+        return EpisodeVerdict("INCONCLUSIVE", 0.0, best.deploy_id, evidence)
+    ratio, p = _rate_rose(pre, post)
+    prior = CHANGE_PRIOR * weight
+    odds = prior / (1 - prior) * _bayes_factor_bound(p)
+    posterior = odds / (1 + odds)
+    evidence |= {"method": "before_after", "rate_ratio": ratio, "p_value": p}
+    if len(open_candidates) > 1:
+        second = sorted(w for _, w in open_candidates)[-2]
+        if weight - second < 0.15 * weight:
+            return EpisodeVerdict("AMBIGUOUS", posterior, best.deploy_id, evidence)
+    if posterior >= 0.9 and p <= ALPHA:
+        return EpisodeVerdict("ATTRIBUTED", posterior, best.deploy_id, evidence)
+    if posterior >= 0.5:
+        return EpisodeVerdict("SUSPECTED", posterior, best.deploy_id, evidence)
+    return EpisodeVerdict("INCONCLUSIVE", posterior, best.deploy_id, evidence)

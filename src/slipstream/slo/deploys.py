@@ -18,6 +18,8 @@ from slipstream.slo.events import Deploy, Request
 
 HISTORY_PER_SERVICE: Final = 20
 SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
+SUSPECT_HORIZON_MS: Final = 2 * 3_600_000
+FINAL_VERDICTS: Final = frozenset({"ATTRIBUTED", "CLEARED"})
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,12 @@ class TrackedDeploy:
     ticks: dict[str, list[int]] = field(default_factory=dict)  # slo -> [bn, tn, bo, to]
     verdicts: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def splitting(self) -> bool:
-        """Both versions may serve: started or progressing, not finished or rolled back."""
-        return self.deploy.phase in ("started", "progress")
+    ended_ms: int | None = None  # event time of `finished` or `rolled_back`
+
+    def splitting_at(self, ts_ms: int) -> bool:
+        """Both versions may serve at event time ``ts_ms`` (the topics of deploys and
+        requests are consumed side by side, so phases are placed by event time)."""
+        return self.started_ms <= ts_ms and (self.ended_ms is None or ts_ms < self.ended_ms)
 
     def to_dict(self) -> dict[str, Any]:
         d = self.deploy
@@ -65,6 +69,7 @@ class TrackedDeploy:
             "tests": {k: t.to_list() for k, t in self.tests.items()},
             "ticks": self.ticks,
             "verdicts": self.verdicts,
+            "ended_ms": self.ended_ms,
         }
 
     @classmethod
@@ -75,6 +80,7 @@ class TrackedDeploy:
             {k: VersionSplitTest.from_list(v) for k, v in data["tests"].items()},
             {k: list(v) for k, v in data["ticks"].items()},
             dict(data["verdicts"]),
+            data.get("ended_ms"),
         )
 
 
@@ -97,25 +103,32 @@ class DeployTracker:
                 self.dropped.add(old)
         elif deploy.timestamp_ms >= tracked.deploy.timestamp_ms:
             tracked.deploy = deploy
+        if deploy.phase == "started":
+            tracked.started_ms = min(tracked.started_ms, deploy.timestamp_ms)
+        if deploy.phase in ("finished", "rolled_back"):
+            tracked.ended_ms = min(tracked.ended_ms or deploy.timestamp_ms, deploy.timestamp_ms)
         self.dirty.add(deploy.deploy_id)
 
-    def active(self, service: str) -> TrackedDeploy | None:
-        """The newest deploy of ``service`` whose versions may still be splitting traffic."""
+    def active(self, service: str, ts_ms: int) -> TrackedDeploy | None:
+        """The newest deploy of ``service`` whose versions split traffic at ``ts_ms``."""
         for deploy_id in reversed(self.by_service.get(service, [])):
             tracked = self.deploys[deploy_id]
-            if tracked.splitting:
+            if tracked.splitting_at(ts_ms):
                 return tracked
         return None
 
-    def suspect(self, service: str, slo: str) -> str | None:
+    def suspect(self, service: str, slo: str, clock_ms: int) -> str | None:
+        """A recent deploy of ``service`` (started within 2 h) blamed for ``slo``'s burn."""
         for deploy_id in reversed(self.by_service.get(service, [])):
-            if self.deploys[deploy_id].verdicts.get(slo) in SUSPECT_VERDICTS:
+            tracked = self.deploys[deploy_id]
+            recent = clock_ms - tracked.started_ms <= SUSPECT_HORIZON_MS
+            if recent and tracked.verdicts.get(slo) in SUSPECT_VERDICTS:
                 return deploy_id
         return None
 
     def count(self, request: Request, slo: str, bad: bool) -> None:
-        tracked = self.active(request.service)
-        if tracked is None or request.timestamp_ms < tracked.started_ms:
+        tracked = self.active(request.service, request.timestamp_ms)
+        if tracked is None:
             return
         new = request.version == tracked.deploy.version
         tick = tracked.ticks.setdefault(slo, [0, 0, 0, 0])
@@ -128,10 +141,13 @@ class DeployTracker:
         self, service: str, slo: str, clock_ms: int, period_total: int, error_budget: float
     ) -> Impact | None:
         """Close the SLO's tick for the service's active deploy; return a changed verdict."""
-        tracked = self.active(service)
-        if tracked is None or clock_ms <= tracked.started_ms:
-            return None  # the SLO's clock has not reached the deploy yet
+        # The tick that just closed is [clock - 10 s, clock).
+        tracked = self.active(service, clock_ms - 1)
+        if tracked is None:
+            return None
         tick = tracked.ticks.pop(slo, None)
+        if tracked.verdicts.get(slo) in FINAL_VERDICTS:
+            return None  # a sequential test that has decided stays decided
         test = tracked.tests.setdefault(slo, VersionSplitTest())
         if tick:
             test.update(*tick)

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining, burn_rate
 from slipstream.slo.catalogue import Catalogue, Slo
+from slipstream.slo.correlation import Candidate, Cusum, Verdict, episode_verdict
 from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy
 from slipstream.slo.events import Deploy, Request
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
@@ -35,6 +36,8 @@ from slipstream.slo.windows import (
 )
 
 RESOLUTIONS: Final = (FINE_MS, MEDIUM_MS, COARSE_MS)
+EPISODE_DECIDE_MS: Final = 30 * 60_000  # an episode's verdict is revised for this long
+EPISODE_PRE_MS: Final = 60 * 60_000
 _CODE_RES: Final = {v: k for k, v in RES_CODE.items()}
 
 
@@ -68,6 +71,8 @@ class SloRuntime:
     last_emit_ms: int | None = None  # event time of the last BudgetSnapshot sent
     latest: BudgetSnapshot | None = None
     latest_emitted: bool = True
+    cusum: Cusum | None = None
+    episode: dict[str, Any] | None = None  # the open budget-drop episode
 
     @property
     def clock_ms(self) -> int | None:
@@ -97,6 +102,7 @@ class MessageResult:
     latest: dict[tuple[str, str], BudgetSnapshot] = field(default_factory=dict)  # changed state
     impacts: list[Impact] = field(default_factory=list)
     suspects: dict[str, str] = field(default_factory=dict)  # alert_id -> deploy_id
+    causes: dict[str, str] = field(default_factory=dict)  # alert_id -> deploy | external
     policy: list[PolicyChange] = field(default_factory=list)
     late_events: int = 0
     skipped_replayed: int = 0
@@ -229,15 +235,25 @@ class PartitionEngine:
         )
         if impact is not None:
             self._result.impacts.append(impact)
+        self._track_episode(rt, clock, windows[slo.period_ms][1])
         self._apply_policy(rt, clock, windows)
         snapshot = self._snapshot(rt, windows)
         rt.latest = snapshot
         self._result.latest[(slo.service, slo.name)] = snapshot
         if transition is not None:
             self._result.transitions.append((transition, snapshot))
-            suspect = self.deploys.suspect(slo.service, slo.name)
-            if suspect is not None:
-                self._result.suspects[transition.alert_id] = suspect
+            episode = rt.episode or {}
+            if episode.get("verdict") == "EXTERNAL":
+                self._result.causes[transition.alert_id] = "external"
+            else:
+                suspect = (
+                    episode.get("deploy_id")
+                    if episode.get("verdict") in ("ATTRIBUTED", "SUSPECTED", "AMBIGUOUS")
+                    else self.deploys.suspect(slo.service, slo.name, clock)
+                )
+                if suspect:
+                    self._result.suspects[transition.alert_id] = suspect
+                    self._result.causes[transition.alert_id] = "deploy"
         due = rt.last_emit_ms is None or clock - rt.last_emit_ms >= self.budget_interval_ms
         if transition is not None or due:
             self._result.snapshots.append(snapshot)
@@ -245,6 +261,65 @@ class PartitionEngine:
             rt.latest_emitted = True
         else:
             rt.latest_emitted = False
+
+    def _track_episode(self, rt: SloRuntime, clock: int, period_total: int) -> None:
+        """Budget-drop episodes: a CUSUM finds the onset, then the evidence is fused."""
+        slo = rt.slo
+        if rt.cusum is None:
+            budget = slo.error_budget
+            rt.cusum = Cusum(p0=budget, p1=min(10 * budget, 0.5))
+        bad, total = rt.windows.series[FINE_MS].counts(clock // FINE_MS - 1)
+        if rt.cusum.update(bad, total, clock):
+            rt.episode = {"onset_ms": rt.cusum.onset_ms, "opened_ms": clock, "verdict": None}
+        elif rt.cusum.onset_ms is None:
+            rt.episode = None
+        episode = rt.episode
+        if episode is None or clock - episode["opened_ms"] > EPISODE_DECIDE_MS:
+            return
+        onset = int(episode["onset_ms"])
+        pre_range = (onset - EPISODE_PRE_MS, onset)
+        pre = rt.windows.fine_range(*pre_range)
+        post = rt.windows.fine_range(onset, clock)
+        related = {slo.service, *self.catalogue.services[slo.service].depends_on}
+        controls = [
+            (other.windows.fine_range(*pre_range), other.windows.fine_range(onset, clock))
+            for other in self.runtimes.values()
+            if other.slo.service not in related
+            and slo.service not in self.catalogue.services[other.slo.service].depends_on
+        ]
+        candidates = [
+            Candidate(t.deploy.deploy_id, t.started_ms,
+                      t.verdicts.get(slo.name) if t.deploy.service == slo.service else None)
+            for t in self.deploys.deploys.values()
+            if (t.deploy.service in related or t.deploy.change_type == "infra")
+            # a deploy rolled back before the onset cannot have started it
+            and not (t.deploy.phase == "rolled_back" and t.deploy.timestamp_ms <= onset)
+        ]  # fmt: skip
+        verdict = episode_verdict(onset, candidates, pre, post, controls)
+        if verdict.verdict == episode["verdict"] and verdict.deploy_id == episode.get("deploy_id"):
+            return
+        episode["verdict"], episode["deploy_id"] = verdict.verdict, verdict.deploy_id
+        self._dirty_state.add((slo.service, slo.name))
+        if verdict.verdict == "INCONCLUSIVE" or verdict.evidence.get("method") == "version_split":
+            return  # nothing new to publish: no decision, or the split's own verdict stands
+        tracked = self.deploys.deploys.get(verdict.deploy_id or "")
+        # An episode no deploy explains is published under an id of its own.
+        episode_id = f"episode:{slo.service}/{slo.name}@{onset}"
+        synthetic = Deploy(episode_id, slo.service, "", None, "infra", "started", 0.0, onset, "-")
+        deploy = tracked.deploy if tracked else synthetic
+        pre_rate = pre[0] / pre[1] if pre[1] else 0.0
+        excess = max(post[0] - post[1] * pre_rate, 0.0)
+        consumed = excess / (slo.error_budget * period_total) if period_total else 0.0
+        self._result.impacts.append(
+            Impact(
+                deploy,
+                slo.name,
+                Verdict(verdict.verdict, verdict.confidence),
+                consumed,
+                clock,
+                {"scope": "episode", **verdict.evidence},
+            )
+        )
 
     def _apply_policy(
         self, rt: SloRuntime, clock: int, windows: Mapping[int, tuple[int, int]]
@@ -332,6 +407,8 @@ class PartitionEngine:
             result.writes[self._state_key(service, slo_name)] = {
                 "clock_ms": rt.clock_ms,
                 "first_clock_ms": rt.first_clock_ms,
+                "cusum": [rt.cusum.s, rt.cusum.zero_at_ms, rt.cusum.onset_ms] if rt.cusum else None,
+                "episode": rt.episode,
                 "last_emit_ms": rt.last_emit_ms,
                 "machine": rt.machine.to_dict(),
             }
@@ -405,6 +482,12 @@ class PartitionEngine:
             rt.machine = AlertMachine.from_dict(state.get("machine", {}))
             rt.last_emit_ms = state.get("last_emit_ms")
             rt.first_clock_ms = state.get("first_clock_ms")
+            rt.episode = state.get("episode")
+            if state.get("cusum") is not None:
+                s_value, zero_at, onset = state["cusum"]
+                budget = slo.error_budget
+                rt.cusum = Cusum(budget, min(10 * budget, 0.5), s=s_value, zero_at_ms=zero_at,
+                                 onset_ms=onset)  # fmt: skip
             if state.get("clock_ms") is not None:
                 rt.windows.advance(state["clock_ms"])  # running sums from the loaded buckets
                 windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}

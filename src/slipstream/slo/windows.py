@@ -203,6 +203,16 @@ class WindowCounts:
             expired += [(res, i) for i in series.expire(clock_ms // res)]
         return expired
 
+    def fine_range(self, start_ms: int, end_ms: int) -> tuple[int, int]:
+        """(bad, total) of the 10 s buckets in [start, end), within the fine retention."""
+        series = self.series[FINE_MS]
+        bad = total = 0
+        for index in range(start_ms // FINE_MS, end_ms // FINE_MS):
+            b, t = series.counts(index)
+            bad += b
+            total += t
+        return bad, total
+
     def window(self, window_ms: int) -> tuple[int, int]:
         """(bad, total) of the window at the current clock."""
         rs = self.ranges[window_ms]

@@ -209,7 +209,8 @@ class SloWorker:
         processed = now_ms()
         for transition, snapshot in result.transitions:
             suspect = result.suspects.get(transition.alert_id)
-            record = burn_rate_alert(transition, snapshot, processed, suspect)
+            cause = result.causes.get(transition.alert_id, "unknown")
+            record = burn_rate_alert(transition, snapshot, processed, suspect, cause)
             await self.alerts_topic.send(
                 key=alert_key(transition.service, transition.slo),
                 value=self.codec.encode("BurnRateAlert", record),
