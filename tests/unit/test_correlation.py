@@ -102,3 +102,45 @@ def test_timing_weight_window() -> None:
     assert timing_weight(0, 60_000) == 1.0  # deployed 1 min after the onset estimate
     assert timing_weight(0, 300_000) == 0.0
     assert timing_weight(4_000_000, 0) == 0.0
+
+
+def test_an_episode_everyone_shares_is_external() -> None:
+    from slipstream.slo.correlation import Candidate, episode_verdict
+
+    controls = [((10, 10_000), (400, 2_000)), ((5, 8_000), (300, 1_500))]
+    v = episode_verdict(3_600_000, [Candidate("d1", 3_500_000, None)], (10, 10_000),
+                        (400, 2_000), controls)  # fmt: skip
+    assert v.verdict == "EXTERNAL" and v.evidence["method"] == "controls"
+
+
+def test_an_episode_without_candidates_is_external() -> None:
+    from slipstream.slo.correlation import episode_verdict
+
+    v = episode_verdict(3_600_000, [], (10, 10_000), (400, 2_000), [])
+    assert v.verdict == "EXTERNAL" and v.evidence["method"] == "no_candidate"
+
+
+def test_a_config_change_without_a_split_is_judged_before_and_after() -> None:
+    from slipstream.slo.correlation import Candidate, episode_verdict
+
+    onset = 7_200_000
+    config = Candidate("cfg-1", onset - 60_000, None)  # no version split for config
+    v = episode_verdict(onset, [config], (10, 20_000), (150, 4_000),
+                        [((20, 20_000), (4, 4_000))])  # fmt: skip
+    assert (v.verdict, v.deploy_id) == ("ATTRIBUTED", "cfg-1")
+    assert v.evidence["method"] == "before_after" and v.evidence["p_value"] < 1e-6
+    split = episode_verdict(onset, [Candidate("d2", onset - 60_000, "ATTRIBUTED")],
+                            (10, 20_000), (150, 4_000), [])  # fmt: skip
+    assert (split.verdict, split.evidence["method"]) == ("ATTRIBUTED", "version_split")
+    cleared = episode_verdict(onset, [Candidate("d3", onset - 60_000, "CLEARED")],
+                              (10, 20_000), (150, 4_000), [])  # fmt: skip
+    assert cleared.verdict == "EXTERNAL"
+
+
+def test_two_deploys_at_the_same_moment_are_ambiguous() -> None:
+    from slipstream.slo.correlation import Candidate, episode_verdict
+
+    onset = 7_200_000
+    pair = [Candidate("a", onset - 60_000, None), Candidate("b", onset - 60_000, None)]
+    v = episode_verdict(onset, pair, (10, 20_000), (150, 4_000), [])
+    assert v.verdict == "AMBIGUOUS"
