@@ -185,7 +185,7 @@ class EpisodeVerdict:
     evidence: dict[str, Any]
 
 
-def _rate_rose(pre: tuple[int, int], post: tuple[int, int]) -> tuple[float, float]:
+def rate_rose(pre: tuple[int, int], post: tuple[int, int]) -> tuple[float, float]:
     """(post/pre bad-rate ratio, exact one-sided p-value that it did not rise)."""
     (pre_bad, pre_total), (post_bad, post_total) = pre, post
     ratio = ((post_bad + 0.5) / (post_total + 0.5)) / ((pre_bad + 0.5) / (pre_total + 0.5))
@@ -193,7 +193,7 @@ def _rate_rose(pre: tuple[int, int], post: tuple[int, int]) -> tuple[float, floa
     return ratio, binomial_upper_tail(post_bad, pre_bad + post_bad, share)
 
 
-def _bayes_factor_bound(p: float) -> float:
+def bayes_factor_bound(p: float) -> float:
     """The largest Bayes factor a p-value can support (Sellke, Bayarri and Berger)."""
     if p <= 0.0:
         return 1e6
@@ -221,7 +221,7 @@ def episode_verdict(
         if c_pre[1] < 100 or c_post[1] < 50:
             continue
         usable += 1
-        ratio, p = _rate_rose(c_pre, c_post)
+        ratio, p = rate_rose(c_pre, c_post)
         degraded += ratio >= 3.0 and p <= ALPHA
     evidence["controls"] = {"usable": usable, "degraded": degraded}
     if usable and degraded / usable >= 0.5:
@@ -243,9 +243,9 @@ def episode_verdict(
     best, weight = max(open_candidates, key=lambda cw: cw[1])
     if post[0] < MIN_BAD_EVENTS:
         return EpisodeVerdict("INCONCLUSIVE", 0.0, best.deploy_id, evidence)
-    ratio, p = _rate_rose(pre, post)
+    ratio, p = rate_rose(pre, post)
     prior = CHANGE_PRIOR * weight
-    odds = prior / (1 - prior) * _bayes_factor_bound(p)
+    odds = prior / (1 - prior) * bayes_factor_bound(p)
     posterior = odds / (1 + odds)
     evidence |= {"method": "before_after", "rate_ratio": ratio, "p_value": p}
     if len(open_candidates) > 1:

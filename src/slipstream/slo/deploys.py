@@ -10,16 +10,32 @@ is attributed to.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from slipstream.slo.correlation import Verdict, VersionSplitTest, split_verdict
+from slipstream.slo.correlation import (
+    ALPHA,
+    CHANGE_PRIOR,
+    MIN_BAD_EVENTS,
+    Verdict,
+    VersionSplitTest,
+    bayes_factor_bound,
+    binomial_upper_tail,
+    rate_rose,
+    split_verdict,
+)
 from slipstream.slo.events import Deploy, Request
+from slipstream.slo.windows import FINE_MS, WindowCounts
 
 HISTORY_PER_SERVICE: Final = 20
 SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
 SUSPECT_HORIZON_MS: Final = 2 * 3_600_000
 FINAL_VERDICTS: Final = frozenset({"ATTRIBUTED", "CLEARED"})
+BEFORE_AFTER_WARMUP_MS: Final = 120_000
+BEFORE_AFTER_CLEAR_MS: Final = 30 * 60_000
+# Stricter than ALPHA: the before/after p-value is looked at on every tick.
+BEFORE_AFTER_ALPHA: Final = 0.0001
 
 
 @dataclass(frozen=True)
@@ -138,9 +154,21 @@ class DeployTracker:
         self.dirty.add(tracked.deploy.deploy_id)
 
     def evaluate(
-        self, service: str, slo: str, clock_ms: int, period_total: int, error_budget: float
+        self,
+        service: str,
+        slo: str,
+        clock_ms: int,
+        period_total: int,
+        error_budget: float,
+        windows: WindowCounts | None = None,
+        external: bool = False,
+        controls: Sequence[WindowCounts] = (),
     ) -> Impact | None:
-        """Close the SLO's tick for the service's active deploy; return a changed verdict."""
+        """Close the SLO's tick for the service's active deploy; return a changed verdict.
+
+        A deploy that never splits traffic (blue-green, config) is judged before/after:
+        the hour before it against what followed, once ``windows`` is given.
+        """
         # The tick that just closed is [clock - 10 s, clock).
         tracked = self.active(service, clock_ms - 1)
         if tracked is None:
@@ -154,11 +182,63 @@ class DeployTracker:
             self.dirty.add(tracked.deploy.deploy_id)
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
         verdict = split_verdict(test, test.bad_events / elapsed_s)
+        evidence_extra: dict[str, Any] = {}
+        unsplit = test.total_old == 0 and clock_ms - tracked.started_ms >= BEFORE_AFTER_WARMUP_MS
+        if windows is not None and unsplit and verdict.verdict == "INCONCLUSIVE":
+            verdict, evidence_extra = self._before_after(
+                tracked, windows, clock_ms, external, controls
+            )
         if tracked.verdicts.get(slo) == verdict.verdict:
             return None
         tracked.verdicts[slo] = verdict.verdict
         self.dirty.add(tracked.deploy.deploy_id)
-        return self._impact(tracked, slo, test, verdict, clock_ms, period_total, error_budget)
+        impact = self._impact(tracked, slo, test, verdict, clock_ms, period_total, error_budget)
+        impact.evidence.update(evidence_extra)
+        return impact
+
+    @staticmethod
+    def _before_after(
+        tracked: TrackedDeploy,
+        windows: WindowCounts,
+        clock_ms: int,
+        external: bool,
+        controls: Sequence[WindowCounts],
+    ) -> tuple[Verdict, dict[str, Any]]:
+        start = tracked.started_ms
+        warmup = 0 if tracked.deploy.change_type in ("config", "flag") else 120_000
+        pre = windows.fine_range(start - 3_600_000, start // FINE_MS * FINE_MS)
+        post = windows.fine_range((start + warmup) // FINE_MS * FINE_MS, clock_ms)
+        ratio, p_harm = rate_rose(pre, post)
+        evidence = {"method": "before_after", "pre": list(pre), "post": list(post),
+                    "rate_ratio": ratio, "p_value": p_harm}  # fmt: skip
+        if external:
+            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "external episode open"}
+        # Difference in differences, coarsely: if the services around rose too, it is not
+        # this change.
+        usable = degraded = 0
+        for other in controls:
+            c_pre = other.fine_range(start - 3_600_000, start // FINE_MS * FINE_MS)
+            c_post = other.fine_range((start + warmup) // FINE_MS * FINE_MS, clock_ms)
+            if c_pre[1] < 100 or c_post[1] < 50:
+                continue
+            usable += 1
+            c_ratio, c_p = rate_rose(c_pre, c_post)
+            degraded += c_ratio >= 2.0 and c_p <= ALPHA
+        evidence["controls"] = {"usable": usable, "degraded": degraded}
+        if degraded:
+            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
+        if post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= 1.5:
+            odds = CHANGE_PRIOR / (1 - CHANGE_PRIOR) * bayes_factor_bound(p_harm)
+            posterior = odds / (1 + odds)
+            if posterior >= 0.9:
+                return Verdict("ATTRIBUTED", posterior), evidence
+        if clock_ms - start >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]:
+            # No harm of 1.5x or more: too few bad events after for that rate.
+            share = 1.5 * post[1] / (pre[1] + 1.5 * post[1])
+            p_low = 1.0 - binomial_upper_tail(post[0] + 1, pre[0] + post[0], share)
+            if p_low <= ALPHA:
+                return Verdict("CLEARED", 1 - p_low), evidence | {"p_value_clear": p_low}
+        return Verdict("INCONCLUSIVE", 0.0), evidence
 
     @staticmethod
     def _impact(

@@ -230,9 +230,11 @@ class PartitionEngine:
         windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
         observed = clock - (rt.first_clock_ms if rt.first_clock_ms is not None else clock)
         transition = rt.machine.evaluate(slo, clock, windows, observed)
+        external = (rt.episode or {}).get("verdict") == "EXTERNAL"
         impact = self.deploys.evaluate(
-            slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget
-        )
+            slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
+            rt.windows, external, self._control_windows(slo),
+        )  # fmt: skip
         if impact is not None:
             self._result.impacts.append(impact)
         self._track_episode(rt, clock, windows[slo.period_ms][1])
@@ -262,6 +264,16 @@ class PartitionEngine:
         else:
             rt.latest_emitted = False
 
+    def _control_windows(self, slo: Slo) -> list[WindowCounts]:
+        """Counts of the SLOs whose services neither call nor are called by ``slo``'s."""
+        related = {slo.service, *self.catalogue.services[slo.service].depends_on}
+        return [
+            other.windows
+            for other in self.runtimes.values()
+            if other.slo.service not in related
+            and slo.service not in self.catalogue.services[other.slo.service].depends_on
+        ]
+
     def _track_episode(self, rt: SloRuntime, clock: int, period_total: int) -> None:
         """Budget-drop episodes: a CUSUM finds the onset, then the evidence is fused."""
         slo = rt.slo
@@ -276,16 +288,16 @@ class PartitionEngine:
         episode = rt.episode
         if episode is None or clock - episode["opened_ms"] > EPISODE_DECIDE_MS:
             return
+        if episode["verdict"] in ("EXTERNAL", "ATTRIBUTED"):
+            return  # decided: later evidence belongs to the next episode
         onset = int(episode["onset_ms"])
         pre_range = (onset - EPISODE_PRE_MS, onset)
         pre = rt.windows.fine_range(*pre_range)
         post = rt.windows.fine_range(onset, clock)
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
         controls = [
-            (other.windows.fine_range(*pre_range), other.windows.fine_range(onset, clock))
-            for other in self.runtimes.values()
-            if other.slo.service not in related
-            and slo.service not in self.catalogue.services[other.slo.service].depends_on
+            (other.fine_range(*pre_range), other.fine_range(onset, clock))
+            for other in self._control_windows(slo)
         ]
         candidates = [
             Candidate(t.deploy.deploy_id, t.started_ms,

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     read_cli.add_parsers(verbs, common)
     gate_cli.add_parser(verbs, common)
     report_cli.add_parser(verbs, common)
+    from slipstream.bench import cli as bench_cli
+
+    bench_cli.add_parser(verbs, common)
 
     demo = verbs.add_parser("demo", parents=[common], help="stack + worker + live traffic")
     demo.add_argument("--no-stack", action="store_true", help="use the configured servers")
@@ -112,6 +115,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         reader = {"status": read_cli.run_status, "alerts": read_cli.run_alerts,
                   "deploys": read_cli.run_deploys}[args.verb]  # fmt: skip
         return reader(args, settings)
+    if args.verb == "bench":
+        from slipstream.bench import cli as bench_cli
+
+        return bench_cli.run_bench(args)
     if args.verb == "report":
         from slipstream.streams import report_cli
 
