@@ -25,8 +25,8 @@ def test_the_world_is_seeded_and_labelled() -> None:
 
 
 def test_a_short_run_scores_slipstream_and_every_baseline_deterministically() -> None:
-    first = run_seed(3, 4)
-    assert first == run_seed(3, 4)
+    first = run_seed(3, 2)
+    assert first == run_seed(3, 2)
     assert set(first["baselines"]) == {
         "last deploy before the alert",
         "fixed threshold (2x, Argo/Flagger style)",
