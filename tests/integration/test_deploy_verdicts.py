@@ -18,8 +18,7 @@ from slipstream import conventions
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings, settings_env
 from slipstream.stack.process import free_port
-from slipstream.streams.read_cli import read_alerts, read_impacts, read_status
-from slipstream.streams.report_cli import read_records
+from slipstream.streams.read_cli import read_alerts, read_impacts, read_records, read_status
 from slipstream.streams.supervise import scrape, worker_process
 
 from helpers import poll, read_topic
@@ -137,8 +136,13 @@ def test_verdicts_alerts_and_gate(settings: Settings, tmp_path: Path) -> None:
         codec.decode(r.value).record for r in read_topic(settings.kafka_bootstrap, policy_topic)
     ]
     assert [(p["service"], p["action"]) for p in policy][:1] == [("shop", "freeze")]
-    frozen = _cli(settings, "gate", "--service", "shop", "--json")
-    assert frozen.returncode == 1, frozen.stdout + frozen.stderr
+    # The Redis sink flushes every second: ask until the freeze is there (bounded).
+    frozen = poll(
+        lambda: _cli(settings, "gate", "--service", "shop", "--json"),
+        lambda r: r.returncode == 1,
+        timeout_s=60,
+        what="the gate to see the freeze",
+    )
     assert json.loads(frozen.stdout)["reason"].startswith("availability: error budget")
     # The external incident spent cart's budget too: frozen as well, whatever the cause.
     assert _cli(settings, "gate", "--service", "cart").returncode == 1

@@ -80,18 +80,26 @@ def _cli(settings: Settings, *args: str) -> str:
 
 
 def _settled(settings: Settings, events: int, log: Path) -> None:
-    def state() -> tuple[float, int]:
+    def processed() -> float:
         s = scrape(settings.metrics_addr)
-        return s.get(("slipstream_input_events_total", (("topic", "slo.requests"),)), 0.0), len(
-            read_status(settings)
-        )
+        return s.get(("slipstream_input_events_total", (("topic", "slo.requests"),)), 0.0)
 
     try:
-        poll(state, lambda v: v == (events, 3), timeout_s=240, what="the trace to be processed")
+        poll(processed, lambda v: v == events, timeout_s=240, what="the trace to be processed")
+        # Then until Redis holds the final state: two reads a flush interval apart agree.
+        last: list[list[dict[str, Any]]] = [[]]
+
+        def stable() -> bool:
+            now = read_status(settings)
+            same = len(now) == 3 and now == last[0]
+            last[0] = now
+            time.sleep(1.5)
+            return same
+
+        poll(stable, bool, timeout_s=120, what="the state in Redis to settle")
     except AssertionError:
         print(log.read_text()[-4000:])
         raise
-    time.sleep(2.5)  # the Redis sink flushes every second
 
 
 @pytest.fixture(scope="module")

@@ -69,33 +69,39 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def read_alerts(settings: Settings, since_ms: int | None = None) -> list[dict[str, Any]]:
-    topic = conventions.topic_name(settings.namespace, conventions.ALERTS_TOPIC)
+def read_records(settings: Settings, base_topic: str, schema: str) -> list[dict[str, Any]]:
+    """Every decodable ``schema`` record of a topic, from the beginning to its current end."""
+    topic = conventions.topic_name(settings.namespace, base_topic)
     codec = AvroCodec()
+    out: list[dict[str, Any]] = []
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
-                             enable_auto_commit=False, client_id="slipstream-alerts")  # fmt: skip
+                             enable_auto_commit=False, client_id="slipstream-cli")  # fmt: skip
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
-            return []
+            return out
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        rows: list[dict[str, Any]] = []
         deadline = time.monotonic() + 60
         while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
                     try:
-                        row = codec.decode(rec.value, {"BurnRateAlert"}).record
+                        out.append(codec.decode(rec.value, {schema}).record)
                     except CodecError:
-                        continue
-                    if since_ms is None or row["event_time_ms"] >= since_ms:
-                        rows.append(row)
-        rows.sort(key=lambda r: (r["event_time_ms"], r["service"], r["slo"]))
-        return rows
+                        continue  # another type on the topic is not this reader's business
     finally:
         consumer.close()
+    return out
+
+
+def read_alerts(settings: Settings, since_ms: int | None = None) -> list[dict[str, Any]]:
+    rows = [
+        r for r in read_records(settings, conventions.ALERTS_TOPIC, "BurnRateAlert")
+        if since_ms is None or r["event_time_ms"] >= since_ms
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: (r["event_time_ms"], r["service"], r["slo"]))
 
 
 def run_alerts(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,30 +124,10 @@ def run_alerts(args: argparse.Namespace, settings: Settings) -> int:
 
 def read_impacts(settings: Settings) -> list[dict[str, Any]]:
     """The latest verdict per (deploy, SLO) from slo.deploy-impact, evidence as an object."""
-    topic = conventions.topic_name(settings.namespace, conventions.DEPLOY_IMPACT_TOPIC)
-    codec = AvroCodec()
     latest: dict[tuple[str, str | None], dict[str, Any]] = {}
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
-                             enable_auto_commit=False, client_id="slipstream-deploys")  # fmt: skip
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for rec in records:
-                    try:
-                        row = codec.decode(rec.value, {"DeployImpact"}).record
-                    except CodecError:
-                        continue
-                    row["evidence"] = json.loads(row.pop("evidence_json"))
-                    latest[(row["deploy_id"], row["slo"])] = row
-    finally:
-        consumer.close()
+    for row in read_records(settings, conventions.DEPLOY_IMPACT_TOPIC, "DeployImpact"):
+        row["evidence"] = json.loads(row.pop("evidence_json"))
+        latest[(row["deploy_id"], row["slo"])] = row
     return sorted(latest.values(), key=lambda r: (r["decided_at_ms"], r["deploy_id"]))
 
 

@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
 from slipstream import conventions
 from slipstream.client.trace import parse_timestamp
-from slipstream.schemas.codec import AvroCodec, CodecError
 from slipstream.settings import Settings
-from slipstream.streams.read_cli import read_alerts, read_impacts, read_status
+from slipstream.streams.read_cli import read_alerts, read_impacts, read_records, read_status
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -37,32 +34,6 @@ def _ts(value: str) -> int:
 
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + "Z"
-
-
-def read_records(settings: Settings, base_topic: str, schema: str) -> list[dict[str, Any]]:
-    topic = conventions.topic_name(settings.namespace, base_topic)
-    codec = AvroCodec()
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
-                             enable_auto_commit=False)  # fmt: skip
-    out: list[dict[str, Any]] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return out
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for rec in records:
-                    try:
-                        out.append(codec.decode(rec.value, {schema}).record)
-                    except CodecError:
-                        continue
-    finally:
-        consumer.close()
-    return out
 
 
 @dataclass(frozen=True)
