@@ -118,6 +118,13 @@ def test_verdicts_alerts_and_gate(settings: Settings, tmp_path: Path) -> None:
     assert low <= 30 <= high  # 6 % on the new version against 0.2 % on the old
     assert impacts[shop]["budget_consumed_ratio"] > 0
     assert impacts[shop]["verdict"] == "ATTRIBUTED"
+    # It burns fast: a rollback is recommended, once.
+    rollback = [
+        r
+        for r in history
+        if r["deploy_id"] == shop and "rollback_recommended" in r["evidence_json"]
+    ]
+    assert len(rollback) == 1
     assert impacts[cart]["evidence"]["e_value_clear"] >= 100
     assert impacts[cart]["budget_consumed_ratio"] < impacts[shop]["budget_consumed_ratio"]
 

@@ -33,6 +33,8 @@ SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
 SUSPECT_HORIZON_MS: Final = 2 * 3_600_000
 FINAL_VERDICTS: Final = frozenset({"ATTRIBUTED", "CLEARED"})
 BEFORE_AFTER_WARMUP_MS: Final = 120_000
+ROLLBACK_BURN_RATE: Final = 14.4
+ROLLBACK_BUDGET: Final = 0.02
 BEFORE_AFTER_CLEAR_MS: Final = 30 * 60_000
 # Stricter than ALPHA: the before/after p-value is looked at on every tick.
 BEFORE_AFTER_ALPHA: Final = 0.0001
@@ -57,8 +59,9 @@ class TrackedDeploy:
     tests: dict[str, VersionSplitTest] = field(default_factory=dict)
     ticks: dict[str, list[int]] = field(default_factory=dict)  # slo -> [bn, tn, bo, to]
     verdicts: dict[str, str] = field(default_factory=dict)
-
     ended_ms: int | None = None  # event time of `finished` or `rolled_back`
+    fast_ticks: dict[str, int] = field(default_factory=dict)  # consecutive fast-burn ticks
+    rollback: list[str] = field(default_factory=list)  # SLOs a rollback was recommended for
 
     def splitting_at(self, ts_ms: int) -> bool:
         """Both versions may serve at event time ``ts_ms`` (the topics of deploys and
@@ -86,6 +89,8 @@ class TrackedDeploy:
             "ticks": self.ticks,
             "verdicts": self.verdicts,
             "ended_ms": self.ended_ms,
+            "fast_ticks": self.fast_ticks,
+            "rollback": self.rollback,
         }
 
     @classmethod
@@ -97,6 +102,8 @@ class TrackedDeploy:
             {k: list(v) for k, v in data["ticks"].items()},
             dict(data["verdicts"]),
             data.get("ended_ms"),
+            dict(data.get("fast_ticks", {})),
+            list(data.get("rollback", [])),
         )
 
 
@@ -163,6 +170,7 @@ class DeployTracker:
         windows: WindowCounts | None = None,
         external: bool = False,
         controls: Sequence[WindowCounts] = (),
+        burn_rate_1h: float = 0.0,
     ) -> Impact | None:
         """Close the SLO's tick for the service's active deploy; return a changed verdict.
 
@@ -174,6 +182,9 @@ class DeployTracker:
         if tracked is None:
             return None
         tick = tracked.ticks.pop(slo, None)
+        if tracked.verdicts.get(slo) == "ATTRIBUTED" and slo not in tracked.rollback:
+            return self._rollback_check(tracked, slo, clock_ms, period_total, error_budget,
+                                        burn_rate_1h)  # fmt: skip
         if tracked.verdicts.get(slo) in FINAL_VERDICTS:
             return None  # a sequential test that has decided stays decided
         test = tracked.tests.setdefault(slo, VersionSplitTest())
@@ -194,6 +205,29 @@ class DeployTracker:
         self.dirty.add(tracked.deploy.deploy_id)
         impact = self._impact(tracked, slo, test, verdict, clock_ms, period_total, error_budget)
         impact.evidence.update(evidence_extra)
+        return impact
+
+    def _rollback_check(
+        self,
+        tracked: TrackedDeploy,
+        slo: str,
+        clock_ms: int,
+        period_total: int,
+        error_budget: float,
+        burn_rate_1h: float,
+    ) -> Impact | None:
+        """Recommend a rollback when an ATTRIBUTED deploy burns fast (burn >= 14.4 or 2 % of
+        the budget spent) at two evaluations in a row (CORRELATION.md)."""
+        test = tracked.tests.get(slo) or VersionSplitTest()
+        impact = self._impact(tracked, slo, test, Verdict("ATTRIBUTED", 1.0), clock_ms,
+                              period_total, error_budget)  # fmt: skip
+        fast = burn_rate_1h >= ROLLBACK_BURN_RATE or impact.budget_consumed_ratio >= ROLLBACK_BUDGET
+        tracked.fast_ticks[slo] = tracked.fast_ticks.get(slo, 0) + 1 if fast else 0
+        self.dirty.add(tracked.deploy.deploy_id)
+        if tracked.fast_ticks[slo] < 2:
+            return None
+        tracked.rollback.append(slo)
+        impact.evidence.update({"rollback_recommended": True, "burn_rate_1h": burn_rate_1h})
         return impact
 
     @staticmethod

@@ -234,6 +234,7 @@ class PartitionEngine:
         impact = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
             rt.windows, external, self._control_windows(slo),
+            burn_rate(*windows[3_600_000], slo.error_budget),
         )  # fmt: skip
         if impact is not None:
             self._result.impacts.append(impact)

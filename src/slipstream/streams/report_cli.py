@@ -125,6 +125,10 @@ def render(settings: Settings, service: str, since: int, until: int) -> str:
             f"(95% interval {ci[0] or 0:.1f} to {ci[1] or 0:.1f}); "
             f"e-value {e.get('e_value', 0):.3g}.",
         ]
+        if e.get("rollback_recommended"):
+            lines.append(
+                "  A rollback was recommended: it burned fast at two evaluations in a row."
+            )
     unknown = [i for i in impacts if i["verdict"] == "INCONCLUSIVE"]
     unexplained = [
         a for a in alerts
