@@ -26,7 +26,6 @@ from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.slo.events import (
     Deploy,
-    InvalidEventError,
     Request,
     deploy_from_record,
     deploy_to_record,
@@ -328,13 +327,3 @@ class SlipstreamProducer:
 def producer_from_settings(settings: Settings, **options: Any) -> SlipstreamProducer:
     """A producer configured like the rest of slipstream (a ``Settings`` object)."""
     return SlipstreamProducer(settings.kafka_bootstrap, namespace=settings.namespace, **options)
-
-
-__all__ = [
-    "BufferFullError",
-    "DeliveryError",
-    "DeployReceipt",
-    "InvalidEventError",
-    "SlipstreamProducer",
-    "producer_from_settings",
-]

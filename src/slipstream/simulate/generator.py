@@ -7,7 +7,7 @@ import math
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from slipstream.simulate.scenario import DeploySpec, Scenario, ServiceSpec
 from slipstream.slo.events import Deploy, Request
@@ -36,42 +36,25 @@ def _deploy_events(
         previous = current[spec.service]
         t0 = start_ms + spec.at_ms
         last = len(spec.rollout) - 1
+
+        # Every phase of one deploy differs only in phase, fraction and time.
+        template = Deploy(deploy_id, spec.service, spec.version, previous, spec.change_type,
+                          "started", 0.0, t0, f"simulate:{scenario.name}", None,
+                          spec.description)  # fmt: skip
+
         for j, step in enumerate(spec.rollout):
             phase = "started" if j == 0 else "progress"
             if j == last and step.fraction == 1.0 and j > 0:
                 phase = "finished"
             events.append(
-                Deploy(
-                    deploy_id,
-                    spec.service,
-                    spec.version,
-                    previous,
-                    spec.change_type,
-                    phase,
-                    step.fraction,
-                    t0 + step.at_ms,
-                    f"simulate:{scenario.name}",
-                    None,
-                    spec.description,
-                )
-            )
+                replace(template, phase=phase, rollout_fraction=step.fraction,
+                        timestamp_ms=t0 + step.at_ms)
+            )  # fmt: skip
             phases[spec.service].append(_Phase(t0 + step.at_ms, spec, step.fraction, previous))
         if spec.rollback_after_ms is not None:
             t_back = t0 + spec.rollback_after_ms
             events.append(
-                Deploy(
-                    deploy_id,
-                    spec.service,
-                    spec.version,
-                    previous,
-                    spec.change_type,
-                    "rolled_back",
-                    0.0,
-                    t_back,
-                    f"simulate:{scenario.name}",
-                    None,
-                    spec.description,
-                )
+                replace(template, phase="rolled_back", rollout_fraction=0.0, timestamp_ms=t_back)
             )
             phases[spec.service].append(_Phase(t_back, spec, 0.0, previous))
         else:

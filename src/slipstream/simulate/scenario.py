@@ -92,22 +92,26 @@ def _take(obj: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
     return obj
 
 
-def _ratio(value: Any, where: str) -> float:
+def _number(value: Any, where: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise ScenarioError(f"{where}: {value!r} is not a number") from None
-    if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+    if not math.isfinite(x):
+        raise ScenarioError(f"{where}: {x} is not finite")
+    return x
+
+
+def _ratio(value: Any, where: str) -> float:
+    x = _number(value, where)
+    if not 0.0 <= x <= 1.0:
         raise ScenarioError(f"{where}: {x} is outside 0..1")
     return x
 
 
 def _positive(value: Any, where: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ScenarioError(f"{where}: {value!r} is not a number") from None
-    if not (math.isfinite(x) and x > 0):
+    x = _number(value, where)
+    if x <= 0:
         raise ScenarioError(f"{where}: must be > 0, got {x}")
     return x
 

@@ -10,6 +10,7 @@ a grid of rate ratios), which stays valid however often it is looked at.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -202,6 +203,24 @@ def bayes_factor_bound(p: float) -> float:
     return min(1.0 / (-math.e * p * math.log(p)), 1e6)
 
 
+Counts = tuple[int, int]  # (bad, total)
+
+
+def degraded_controls(
+    controls: Iterable[tuple[Counts, Counts]], min_ratio: float
+) -> tuple[int, int]:
+    """(usable, degraded) among controls' (before, after) counts: usable with at least 100
+    events before and 50 after, degraded when their bad rate rose ``min_ratio`` times, p <= 1 %."""
+    usable = degraded = 0
+    for before, after in controls:
+        if before[1] < 100 or after[1] < 50:
+            continue
+        usable += 1
+        ratio, p = rate_rose(before, after)
+        degraded += ratio >= min_ratio and p <= ALPHA
+    return usable, degraded
+
+
 def episode_verdict(
     onset_ms: int,
     candidates: list[Candidate],
@@ -215,14 +234,7 @@ def episode_verdict(
     ``controls``: the same for services that are not the SLO's (not downstream of it).
     """
     evidence: dict[str, Any] = {"onset_ms": onset_ms, "pre": list(pre), "post": list(post)}
-    degraded = 0
-    usable = 0
-    for c_pre, c_post in controls:
-        if c_pre[1] < 100 or c_post[1] < 50:
-            continue
-        usable += 1
-        ratio, p = rate_rose(c_pre, c_post)
-        degraded += ratio >= 3.0 and p <= ALPHA
+    usable, degraded = degraded_controls(controls, min_ratio=3.0)
     evidence["controls"] = {"usable": usable, "degraded": degraded}
     if usable and degraded / usable >= 0.5:
         # Everything degraded together: the cause is probably outside the deploys.

@@ -22,6 +22,7 @@ from slipstream.slo.correlation import (
     VersionSplitTest,
     bayes_factor_bound,
     binomial_upper_tail,
+    degraded_controls,
     rate_rose,
     split_verdict,
 )
@@ -249,15 +250,14 @@ class DeployTracker:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "external episode open"}
         # Difference in differences, coarsely: if the services around rose too, it is not
         # this change.
-        usable = degraded = 0
-        for other in controls:
-            c_pre = other.fine_range(start - 3_600_000, start // FINE_MS * FINE_MS)
-            c_post = other.fine_range((start + warmup) // FINE_MS * FINE_MS, clock_ms)
-            if c_pre[1] < 100 or c_post[1] < 50:
-                continue
-            usable += 1
-            c_ratio, c_p = rate_rose(c_pre, c_post)
-            degraded += c_ratio >= 2.0 and c_p <= ALPHA
+        usable, degraded = degraded_controls(
+            (
+                (other.fine_range(start - 3_600_000, start // FINE_MS * FINE_MS),
+                 other.fine_range((start + warmup) // FINE_MS * FINE_MS, clock_ms))
+                for other in controls
+            ),
+            min_ratio=2.0,
+        )  # fmt: skip
         evidence["controls"] = {"usable": usable, "degraded": degraded}
         if degraded:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
