@@ -120,18 +120,24 @@ def test_an_episode_without_candidates_is_external() -> None:
     assert v.verdict == "EXTERNAL" and v.evidence["method"] == "no_candidate"
 
 
-def test_a_config_change_without_a_split_is_judged_before_and_after() -> None:
+def test_an_episode_is_attributed_only_by_a_deploys_own_test() -> None:
+    """The onset is chosen by the data, so the episode's own before/after proves nothing
+    about a deploy: the deploy's test (split or anchored before/after) must have spoken."""
     from slipstream.slo.correlation import Candidate, episode_verdict
 
     onset = 7_200_000
-    config = Candidate("cfg-1", onset - 60_000, None)  # no version split for config
-    v = episode_verdict(onset, [config], (10, 20_000), (150, 4_000),
-                        [((20, 20_000), (4, 4_000))])  # fmt: skip
-    assert (v.verdict, v.deploy_id) == ("ATTRIBUTED", "cfg-1")
-    assert v.evidence["method"] == "before_after" and v.evidence["p_value"] < 1e-6
-    split = episode_verdict(onset, [Candidate("d2", onset - 60_000, "ATTRIBUTED")],
-                            (10, 20_000), (150, 4_000), [])  # fmt: skip
-    assert (split.verdict, split.evidence["method"]) == ("ATTRIBUTED", "version_split")
+    untested = episode_verdict(onset, [Candidate("cfg-1", onset - 60_000, None)],
+                               (10, 20_000), (150, 4_000), [((20, 20_000), (4, 4_000))])  # fmt: skip
+    assert (untested.verdict, untested.deploy_id) == ("INCONCLUSIVE", "cfg-1")
+    own = episode_verdict(onset, [Candidate("d2", onset - 60_000, "ATTRIBUTED")],
+                          (10, 20_000), (150, 4_000), [])  # fmt: skip
+    assert (own.verdict, own.deploy_id, own.evidence["method"]) == (
+        "ATTRIBUTED", "d2", "deploy_test")
+    callee = episode_verdict(onset, [Candidate("dep-1", onset - 60_000, "ATTRIBUTED", hops=1),
+                                     Candidate("mine", onset - 30 * 60_000, None)],
+                             (10, 20_000), (150, 4_000), [])  # fmt: skip
+    assert (callee.verdict, callee.deploy_id, callee.evidence["method"]) == (
+        "ATTRIBUTED", "dep-1", "propagated")
     cleared = episode_verdict(onset, [Candidate("d3", onset - 60_000, "CLEARED")],
                               (10, 20_000), (150, 4_000), [])  # fmt: skip
     assert cleared.verdict == "EXTERNAL"

@@ -19,6 +19,7 @@ ALPHA: Final = 0.01
 E_THRESHOLD: Final = 1 / ALPHA
 CLEAR_RATIO: Final = 1.5  # the mirrored test clears a deploy of any harm this large
 MIN_BAD_EVENTS: Final = 10  # below this much evidence a verdict is INCONCLUSIVE
+MIN_DEGRADED_BAD: Final = 5
 
 
 def _split_llr(ratio: float, bad_new: int, bad_old: int, rho: float) -> float:
@@ -83,7 +84,11 @@ class VersionSplitTest:
 
 
 def binomial_upper_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Bin(n, p), exactly (small-count cross-check of the split test)."""
+    """P(X >= k) for X ~ Bin(n, p), exactly (small-count cross-check of the split test).
+
+    Terms are summed away from the mode and stop once they no longer matter, so large
+    counts cost tens of terms, not n.
+    """
     if k <= 0:
         return 1.0
     if k > n:
@@ -93,11 +98,22 @@ def binomial_upper_tail(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0
     log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+
+    def term(i: int) -> float:
+        return math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
+                        + (n - i) * log_q)  # fmt: skip
+
+    upper = k > n * p  # the tail lies beyond the mode: sum it; else sum the other side
     total = 0.0
-    for i in range(k, n + 1):
-        log_term = math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-        total += math.exp(log_term + i * log_p + (n - i) * log_q)
-    return min(total, 1.0)
+    i, stop, step = (k, n + 1, 1) if upper else (k - 1, -1, -1)
+    while i != stop:
+        t = term(i)
+        total += t
+        if t < total * 1e-15:
+            break
+        i += step
+    return min(total, 1.0) if upper else max(0.0, 1.0 - total)
 
 
 @dataclass
@@ -175,22 +191,27 @@ def split_verdict(test: VersionSplitTest, bad_rate_per_s: float) -> Verdict:
 class Candidate:
     deploy_id: str
     started_ms: int
-    split: str | None  # the version-split verdict for this SLO, if there is one
+    verdict: str | None  # the deploy's own verdict (version split or before/after), if any
+    hops: int = 0  # 0: the SLO's service; 1: a service it calls; "infra" changes count as 1
 
 
 @dataclass(frozen=True)
 class EpisodeVerdict:
-    verdict: str  # ATTRIBUTED | SUSPECTED | EXTERNAL | INCONCLUSIVE
+    verdict: str  # ATTRIBUTED | SUSPECTED | AMBIGUOUS | EXTERNAL | INCONCLUSIVE
     confidence: float
     deploy_id: str | None
     evidence: dict[str, Any]
 
 
-def rate_rose(pre: tuple[int, int], post: tuple[int, int]) -> tuple[float, float]:
-    """(post/pre bad-rate ratio, exact one-sided p-value that it did not rise)."""
+def rate_rose(
+    pre: tuple[int, int], post: tuple[int, int], factor: float = 1.0
+) -> tuple[float, float]:
+    """(post/pre bad-rate ratio, exact one-sided p-value that it rose no more than
+    ``factor`` times), conditional on the bad events of both periods."""
     (pre_bad, pre_total), (post_bad, post_total) = pre, post
     ratio = ((post_bad + 0.5) / (post_total + 0.5)) / ((pre_bad + 0.5) / (pre_total + 0.5))
-    share = post_total / (pre_total + post_total) if pre_total + post_total else 0.0
+    weighted = factor * post_total
+    share = weighted / (pre_total + weighted) if pre_total + weighted else 0.0
     return ratio, binomial_upper_tail(post_bad, pre_bad + post_bad, share)
 
 
@@ -209,63 +230,81 @@ Counts = tuple[int, int]  # (bad, total)
 def degraded_controls(
     controls: Iterable[tuple[Counts, Counts]], min_ratio: float
 ) -> tuple[int, int]:
-    """(usable, degraded) among controls' (before, after) counts: usable with at least 100
-    events before and 50 after, degraded when their bad rate rose ``min_ratio`` times, p <= 1 %."""
+    """(usable, degraded) among controls' (before, after) counts."""
+    usable, degraded, _ = control_shift(controls, min_ratio)
+    return usable, degraded
+
+
+def control_shift(
+    controls: Iterable[tuple[Counts, Counts]], min_ratio: float
+) -> tuple[int, int, float]:
+    """(usable, degraded, factor) among controls' (before, after) counts: usable with at
+    least 100 events before and 50 after, degraded when their bad rate rose ``min_ratio``
+    times, p <= 1 %, on at least ``MIN_DEGRADED_BAD`` bad events (two unlucky requests are
+    not an outage); ``factor`` is how much the degraded ones rose together (1 if none), the
+    rise a change on the service must exceed to explain anything (difference in
+    differences)."""
     usable = degraded = 0
+    pooled = [0, 0, 0, 0]
     for before, after in controls:
         if before[1] < 100 or after[1] < 50:
             continue
         usable += 1
         ratio, p = rate_rose(before, after)
-        degraded += ratio >= min_ratio and p <= ALPHA
-    return usable, degraded
+        if ratio >= min_ratio and p <= ALPHA and after[0] >= MIN_DEGRADED_BAD:
+            degraded += 1
+            for i, x in enumerate((*before, *after)):
+                pooled[i] += x
+    factor = rate_rose((pooled[0], pooled[1]), (pooled[2], pooled[3]))[0] if degraded else 1.0
+    return usable, degraded, factor
+
+
+HOP_PRIOR: Final = 0.5  # a callee's deploy is half as likely a cause as the service's own
+EXTERNAL_MIN_DEGRADED: Final = 2  # controls degraded with the SLO: a shared cause
 
 
 def episode_verdict(
     onset_ms: int,
     candidates: list[Candidate],
-    pre: tuple[int, int],
-    post: tuple[int, int],
-    controls: list[tuple[tuple[int, int], tuple[int, int]]],
+    pre: Counts,
+    post: Counts,
+    controls: list[tuple[Counts, Counts]],
 ) -> EpisodeVerdict:
     """Fuse the evidence on one budget-drop episode of one SLO (CORRELATION.md "Verdict").
 
+    The episode itself only establishes *that* the bad rate rose (its onset is chosen by
+    the data, so a before/after test anchored there proves nothing about a deploy). *Which*
+    change did it comes from each candidate's own tests, anchored at the deploy: the version
+    split, or before/after around the deploy with controls. Timing (onset vs deploy) and hops
+    in the call graph rank the candidates; controls degraded at the same time say external.
+
     ``pre``/``post``: (bad, total) of the SLO in the hour before the onset and since;
-    ``controls``: the same for services that are not the SLO's (not downstream of it).
+    ``controls``: the same for services that are neither callers nor callees of the SLO's.
     """
     evidence: dict[str, Any] = {"onset_ms": onset_ms, "pre": list(pre), "post": list(post)}
     usable, degraded = degraded_controls(controls, min_ratio=3.0)
     evidence["controls"] = {"usable": usable, "degraded": degraded}
-    if usable and degraded / usable >= 0.5:
-        # Everything degraded together: the cause is probably outside the deploys.
-        return EpisodeVerdict("EXTERNAL", 0.9, None, evidence | {"method": "controls"})
-    weighted = [(c, timing_weight(onset_ms, c.started_ms)) for c in candidates]
-    weighted = [(c, w) for c, w in weighted if w > 0]
+    weighted = [(c, timing_weight(onset_ms, c.started_ms) * HOP_PRIOR**c.hops) for c in candidates]
+    weighted = sorted(((c, w) for c, w in weighted if w > 0), key=lambda cw: -cw[1])
     evidence["candidates"] = [c.deploy_id for c, _ in weighted]
+    attributed = [(c, w) for c, w in weighted if c.verdict == "ATTRIBUTED"]
+    if attributed:
+        best, _ = attributed[0]
+        method = "propagated" if best.hops else "deploy_test"
+        return EpisodeVerdict("ATTRIBUTED", 0.95, best.deploy_id, evidence | {"method": method})
+    if degraded >= EXTERNAL_MIN_DEGRADED or (usable and degraded / usable >= 0.5):
+        # Services unrelated to this one degraded together: the cause is outside the deploys.
+        return EpisodeVerdict("EXTERNAL", 0.9, None, evidence | {"method": "controls"})
     if not weighted:
         return EpisodeVerdict("EXTERNAL", 0.8, None, evidence | {"method": "no_candidate"})
-    for c, _ in weighted:
-        if c.split == "ATTRIBUTED":
-            return EpisodeVerdict("ATTRIBUTED", 0.95, c.deploy_id,
-                                  evidence | {"method": "version_split"})  # fmt: skip
-    cleared = {c.deploy_id for c, _ in weighted if c.split == "CLEARED"}
-    open_candidates = [(c, w) for c, w in weighted if c.deploy_id not in cleared]
+    open_candidates = [(c, w) for c, w in weighted if c.verdict != "CLEARED"]
     if not open_candidates:
         return EpisodeVerdict("EXTERNAL", 0.8, None, evidence | {"method": "all_cleared"})
-    best, weight = max(open_candidates, key=lambda cw: cw[1])
-    if post[0] < MIN_BAD_EVENTS:
-        return EpisodeVerdict("INCONCLUSIVE", 0.0, best.deploy_id, evidence)
-    ratio, p = rate_rose(pre, post)
-    prior = CHANGE_PRIOR * weight
-    odds = prior / (1 - prior) * bayes_factor_bound(p)
-    posterior = odds / (1 + odds)
-    evidence |= {"method": "before_after", "rate_ratio": ratio, "p_value": p}
-    if len(open_candidates) > 1:
-        second = sorted(w for _, w in open_candidates)[-2]
-        if weight - second < 0.15 * weight:
-            return EpisodeVerdict("AMBIGUOUS", posterior, best.deploy_id, evidence)
-    if posterior >= 0.9 and p <= ALPHA:
-        return EpisodeVerdict("ATTRIBUTED", posterior, best.deploy_id, evidence)
-    if posterior >= 0.5:
-        return EpisodeVerdict("SUSPECTED", posterior, best.deploy_id, evidence)
-    return EpisodeVerdict("INCONCLUSIVE", posterior, best.deploy_id, evidence)
+    best, weight = open_candidates[0]
+    share = weight / sum(w for _, w in open_candidates)
+    evidence["method"] = "timing"
+    if len(open_candidates) > 1 and open_candidates[1][1] >= 0.85 * weight:
+        return EpisodeVerdict("AMBIGUOUS", share, best.deploy_id, evidence)
+    if best.verdict == "SUSPECTED":
+        return EpisodeVerdict("SUSPECTED", share * CHANGE_PRIOR, best.deploy_id, evidence)
+    return EpisodeVerdict("INCONCLUSIVE", share * CHANGE_PRIOR, best.deploy_id, evidence)

@@ -10,7 +10,8 @@ is attributed to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -22,11 +23,11 @@ from slipstream.slo.correlation import (
     VersionSplitTest,
     bayes_factor_bound,
     binomial_upper_tail,
-    degraded_controls,
+    control_shift,
     rate_rose,
     split_verdict,
 )
-from slipstream.slo.events import Deploy, Request
+from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, WindowCounts
 
 HISTORY_PER_SERVICE: Final = 20
@@ -39,6 +40,14 @@ ROLLBACK_BUDGET: Final = 0.02
 BEFORE_AFTER_CLEAR_MS: Final = 30 * 60_000
 # Stricter than ALPHA: the before/after p-value is looked at on every tick.
 BEFORE_AFTER_ALPHA: Final = 0.0001
+PERSIST_ALPHA: Final = 0.01
+BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
+RECENT_MS: Final = 10 * 60_000  # "still failing": the last ten minutes of "after"
+JUDGE_HORIZON_MS: Final = 2 * 3_600_000  # a deploy is judged for two hours after its start
+BEFORE_AFTER_DECIDE_MS: Final = 3_600_000  # "after" is at most the hour after the change
+SPLIT_REFERENCE_MIN: Final = 200  # old-version events during a split to serve as "before"
+OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confounds "after"
+MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,9 @@ class TrackedDeploy:
     ended_ms: int | None = None  # event time of `finished` or `rolled_back`
     fast_ticks: dict[str, int] = field(default_factory=dict)  # consecutive fast-burn ticks
     rollback: list[str] = field(default_factory=list)  # SLOs a rollback was recommended for
+    # (bad, total) in the hour before the deploy, per SLO and per control, kept from the
+    # first look: the 10 s buckets they come from expire while the deploy is judged.
+    before: dict[str, list[int]] = field(default_factory=dict)
 
     def splitting_at(self, ts_ms: int) -> bool:
         """Both versions may serve at event time ``ts_ms`` (the topics of deploys and
@@ -92,6 +104,7 @@ class TrackedDeploy:
             "ended_ms": self.ended_ms,
             "fast_ticks": self.fast_ticks,
             "rollback": self.rollback,
+            "before": self.before,
         }
 
     @classmethod
@@ -105,6 +118,7 @@ class TrackedDeploy:
             data.get("ended_ms"),
             dict(data.get("fast_ticks", {})),
             list(data.get("rollback", [])),
+            {k: list(v) for k, v in data.get("before", {}).items()},
         )
 
 
@@ -150,16 +164,39 @@ class DeployTracker:
                 return deploy_id
         return None
 
-    def count(self, request: Request, slo: str, bad: bool) -> None:
-        tracked = self.active(request.service, request.timestamp_ms)
+    def count(
+        self, service: str, version: str | None, ts_ms: int, slo: str, bad: int, total: int
+    ) -> None:
+        tracked = self.active(service, ts_ms)
         if tracked is None:
             return
-        new = request.version == tracked.deploy.version
+        new = version == tracked.deploy.version
         tick = tracked.ticks.setdefault(slo, [0, 0, 0, 0])
         base = 0 if new else 2
         tick[base] += bad
-        tick[base + 1] += 1
+        tick[base + 1] += total
         self.dirty.add(tracked.deploy.deploy_id)
+
+    def suspected_services(self, clock_ms: int) -> set[str]:
+        """Services with a deploy under suspicion in the last two hours (not fit to be a
+        control: their own change moves their numbers)."""
+        return {
+            t.deploy.service
+            for t in self.deploys.values()
+            if clock_ms - t.started_ms <= JUDGE_HORIZON_MS
+            and SUSPECT_VERDICTS & set(t.verdicts.values())
+        }
+
+    def of_service(self, service: str) -> list[TrackedDeploy]:
+        return [self.deploys[d] for d in self.by_service.get(service, [])]
+
+    def latest(self, service: str, ts_ms: int) -> TrackedDeploy | None:
+        """The newest deploy of ``service`` started by ``ts_ms``: the one being judged."""
+        for deploy_id in reversed(self.by_service.get(service, [])):
+            tracked = self.deploys[deploy_id]
+            if tracked.started_ms <= ts_ms:
+                return tracked
+        return None
 
     def evaluate(
         self,
@@ -169,20 +206,25 @@ class DeployTracker:
         period_total: int,
         error_budget: float,
         windows: WindowCounts | None = None,
-        external: bool = False,
-        controls: Sequence[WindowCounts] = (),
+        controls: Mapping[str, WindowCounts] | None = None,
         burn_rate_1h: float = 0.0,
+        callee_changes: Sequence[tuple[str, int, str | None, WindowCounts | None]] = (),
     ) -> Impact | None:
-        """Close the SLO's tick for the service's active deploy; return a changed verdict.
+        """Close the SLO's tick for the service's newest deploy; return a changed verdict.
 
-        A deploy that never splits traffic (blue-green, config) is judged before/after:
-        the hour before it against what followed, once ``windows`` is given.
+        While both versions serve, the version split judges. A deploy that never splits
+        traffic (blue-green, config, a service without version tags), or whose split ended
+        undecided at full rollout, is judged before/after: the hour before the deploy
+        against what followed, anchored at the deploy, with controls. ``callee_changes``:
+        (service, start, verdict, counts) of recent deploys of the services this one calls.
         """
         # The tick that just closed is [clock - 10 s, clock).
-        tracked = self.active(service, clock_ms - 1)
+        tracked = self.latest(service, clock_ms - 1)
         if tracked is None:
             return None
         tick = tracked.ticks.pop(slo, None)
+        if clock_ms - tracked.started_ms > JUDGE_HORIZON_MS:
+            return None  # long after the change, other causes dominate: stay as decided
         if tracked.verdicts.get(slo) == "ATTRIBUTED" and slo not in tracked.rollback:
             return self._rollback_check(tracked, slo, clock_ms, period_total, error_budget,
                                         burn_rate_1h)  # fmt: skip
@@ -195,11 +237,27 @@ class DeployTracker:
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
         verdict = split_verdict(test, test.bad_events / elapsed_s)
         evidence_extra: dict[str, Any] = {}
-        unsplit = test.total_old == 0 and clock_ms - tracked.started_ms >= BEFORE_AFTER_WARMUP_MS
-        if windows is not None and unsplit and verdict.verdict == "INCONCLUSIVE":
-            verdict, evidence_extra = self._before_after(
-                tracked, windows, clock_ms, external, controls
+        post_from = self._before_after_from(tracked, test)
+        if windows is not None and post_from is not None and verdict.verdict not in FINAL_VERDICTS:
+            start = tracked.started_ms // FINE_MS * FINE_MS
+            if slo not in tracked.before:
+                tracked.before[slo] = list(windows.fine_range(start - BEFORE_MS, start))
+            callee = any(
+                (verdict in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
+                # an overlapping change of a called service, not cleared, confounds "after"
+                # unless that service's own failures cannot explain the rise
+                or (verdict != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
+                    and self._callee_explains(tracked, slo, windows, name, counts,
+                                              max(post_from, started), clock_ms))
+                for name, started, verdict, counts in callee_changes
+            )  # fmt: skip
+            judged, evidence_extra = self._before_after(
+                tracked, slo, windows, post_from, clock_ms, callee, controls or {}
             )
+            if callee:
+                evidence_extra["note"] = "a called service changed too"
+            if judged.verdict != "INCONCLUSIVE" or verdict.verdict == "INCONCLUSIVE":
+                verdict = judged
         if tracked.verdicts.get(slo) == verdict.verdict:
             return None
         tracked.verdicts[slo] = verdict.verdict
@@ -207,6 +265,54 @@ class DeployTracker:
         impact = self._impact(tracked, slo, test, verdict, clock_ms, period_total, error_budget)
         impact.evidence.update(evidence_extra)
         return impact
+
+    @staticmethod
+    def _callee_explains(
+        tracked: TrackedDeploy,
+        slo: str,
+        windows: WindowCounts,
+        callee: str,
+        counts: WindowCounts | None,
+        since: int,
+        to: int,
+    ) -> bool:
+        """Could a called service's own failures since ``since`` explain how much the caller's
+        bad rate rose over the same time? Not when it stayed steady with the power to have
+        shown a doubling, nor when even its worst plausible failure rate is below the rise
+        (a call cannot fail the caller more often than it fails itself)."""
+        if counts is None:
+            return True
+        start = tracked.started_ms // FINE_MS * FINE_MS
+        since = -(-since // FINE_MS) * FINE_MS
+        key = f"callee:{callee}"
+        if key not in tracked.before:
+            tracked.before[key] = list(counts.fine_range(start - BEFORE_MS, start))
+        pre = (tracked.before[key][0], tracked.before[key][1])
+        post = counts.fine_range(since, to)
+        if post[1] < 20:
+            return True  # too little seen of it (or it is down): it may be the cause
+        own_pre = tracked.before.get(slo) or [0, 0]
+        own_post = windows.fine_range(since, to)
+        rise = (own_post[0] / own_post[1] if own_post[1] else 0.0) - (
+            own_pre[0] / own_pre[1] if own_pre[1] else 0.0
+        )
+        worst_rate = (post[0] + 3 * math.sqrt(post[0]) + 3) / post[1]
+        if worst_rate < rise:
+            return False
+        if pre[1] and post[1] * pre[0] / pre[1] >= 5:
+            ratio, p = rate_rose(pre, post)
+            return ratio >= 1.5 and p <= 0.05
+        return True
+
+    @staticmethod
+    def _before_after_from(tracked: TrackedDeploy, test: VersionSplitTest) -> int | None:
+        """Where a before/after comparison's "after" starts, or None while the split judges."""
+        warmup = 0 if tracked.deploy.change_type in ("config", "flag") else BEFORE_AFTER_WARMUP_MS
+        if test.total_new == 0 or test.total_old == 0:
+            return tracked.started_ms + warmup  # never split: instant switch or no tags
+        if tracked.deploy.phase == "finished" and tracked.ended_ms is not None:
+            return tracked.ended_ms + warmup  # the split ended undecided at full rollout
+        return None
 
     def _rollback_check(
         self,
@@ -234,44 +340,92 @@ class DeployTracker:
     @staticmethod
     def _before_after(
         tracked: TrackedDeploy,
+        slo: str,
         windows: WindowCounts,
+        post_from_ms: int,
         clock_ms: int,
-        external: bool,
-        controls: Sequence[WindowCounts],
+        explained: bool,
+        controls: Mapping[str, WindowCounts],
     ) -> tuple[Verdict, dict[str, Any]]:
-        start = tracked.started_ms
-        warmup = 0 if tracked.deploy.change_type in ("config", "flag") else 120_000
-        pre = windows.fine_range(start - 3_600_000, start // FINE_MS * FINE_MS)
-        post = windows.fine_range((start + warmup) // FINE_MS * FINE_MS, clock_ms)
+        start = tracked.started_ms // FINE_MS * FINE_MS
+        post_from = -(-post_from_ms // FINE_MS) * FINE_MS
+        post_to = min(clock_ms, post_from + BEFORE_AFTER_DECIDE_MS)
+        if tracked.deploy.phase == "rolled_back" and tracked.ended_ms is not None:
+            post_to = min(post_to, tracked.ended_ms // FINE_MS * FINE_MS)
+        if post_to - post_from < MIN_AFTER_MS or clock_ms > post_to + FINE_MS:
+            return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
+        before = tracked.before
+
+        def pre_of(
+            key: str, counts: WindowCounts, lo: int = start - BEFORE_MS, hi: int = start
+        ) -> tuple[int, int]:
+            if key not in before:
+                before[key] = list(counts.fine_range(lo, hi))
+            bad, total = before[key]
+            return bad, total
+
+        pre = pre_of(slo, windows)
+        test = tracked.tests.get(slo)
+        if test is not None and test.total_new and test.total_old >= SPLIT_REFERENCE_MIN:
+            # After a split, the old version's rate while both served is the better "before":
+            # it shared whatever else happened meanwhile.
+            pre = (test.bad_old, test.total_old)
+        post = windows.fine_range(post_from, post_to)
         ratio, p_harm = rate_rose(pre, post)
+        # Persistence: a harmful change is still failing at the end of the window; a blip
+        # that happened to follow the deploy is not.
+        recent_from = max(post_from, post_to - RECENT_MS)
+        recent = windows.fine_range(recent_from, post_to)
+        recent_ratio, p_recent = rate_rose(pre, recent)
         evidence = {"method": "before_after", "pre": list(pre), "post": list(post),
-                    "rate_ratio": ratio, "p_value": p_harm}  # fmt: skip
-        if external:
-            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "external episode open"}
-        # Difference in differences, coarsely: if the services around rose too, it is not
-        # this change.
-        usable, degraded = degraded_controls(
-            (
-                (other.fine_range(start - 3_600_000, start // FINE_MS * FINE_MS),
-                 other.fine_range((start + warmup) // FINE_MS * FINE_MS, clock_ms))
-                for other in controls
-            ),
+                    "rate_ratio": ratio, "p_value": p_harm, "recent_rate_ratio": recent_ratio,
+                    "post_from_ms": post_from, "post_to_ms": post_to}  # fmt: skip
+        if explained:
+            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "another cause is open"}
+        # A rate already rising before the deploy was not started by it.
+        early = pre_of(f"early:{slo}", windows, start - BEFORE_MS, start - BEFORE_MS // 2)
+        late = pre_of(f"late:{slo}", windows, start - BEFORE_MS // 2, start)
+        trend, p_trend = rate_rose(early, late)
+        if trend >= 1.5 and p_trend <= ALPHA and late[0] >= MIN_BAD_EVENTS:
+            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "rising before the deploy"}
+        # Difference in differences: the services around (not callers, not callees, no
+        # change of their own) show what happened anyway, over all of "after" and lately.
+        pres = {key: pre_of(f"control:{key}", other) for key, other in controls.items()}
+        usable, degraded, factor = control_shift(
+            ((pres[key], other.fine_range(post_from, post_to)) for key, other in controls.items()),
             min_ratio=2.0,
         )  # fmt: skip
-        evidence["controls"] = {"usable": usable, "degraded": degraded}
-        if degraded:
-            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
-        if post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= 1.5:
+        _, degraded_lately, factor_lately = control_shift(
+            ((pres[key], other.fine_range(recent_from, post_to))
+             for key, other in controls.items()),
+            min_ratio=2.0,
+        )  # fmt: skip
+        evidence["controls"] = {"usable": usable, "degraded": max(degraded, degraded_lately),
+                                "rise": max(factor, factor_lately)}  # fmt: skip
+        min_ratio = 1.5
+        if degraded or degraded_lately:
+            # Something else moved too: only a rise well beyond theirs is this change's.
+            factor = max(factor, factor_lately)
+            ratio, p_harm = rate_rose(pre, post, factor)
+            recent_ratio, p_recent = rate_rose(pre, recent, factor)
+            ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
+            evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
+        harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
+        if harmful and recent_ratio >= min_ratio and p_recent <= PERSIST_ALPHA:
             odds = CHANGE_PRIOR / (1 - CHANGE_PRIOR) * bayes_factor_bound(p_harm)
             posterior = odds / (1 + odds)
             if posterior >= 0.9:
                 return Verdict("ATTRIBUTED", posterior), evidence
-        if clock_ms - start >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]:
+        if degraded or degraded_lately:
+            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
+        if post_to - post_from >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]:
             # No harm of 1.5x or more: too few bad events after for that rate.
             share = 1.5 * post[1] / (pre[1] + 1.5 * post[1])
             p_low = 1.0 - binomial_upper_tail(post[0] + 1, pre[0] + post[0], share)
             if p_low <= ALPHA:
                 return Verdict("CLEARED", 1 - p_low), evidence | {"p_value_clear": p_low}
+        if harmful:
+            return Verdict("SUSPECTED", 0.5), evidence | {"note": "not persistent yet"}
         return Verdict("INCONCLUSIVE", 0.0), evidence
 
     @staticmethod

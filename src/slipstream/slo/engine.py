@@ -174,25 +174,40 @@ class PartitionEngine:
         if not slos:
             self._result.unknown_service_events += 1
             return
-        ts = request.timestamp_ms
+        for slo in slos:
+            bad = 1 if slo.sli.is_bad(request) else 0
+            self._absorb_counts(slo, request.version, request.timestamp_ms, bad, 1)
+
+    def absorb_tally(
+        self, service: str, slo_name: str, version: str | None, ts_ms: int, bad: int, total: int
+    ) -> None:
+        """Absorb ``total`` events of one SLO, already classified (``bad`` of them bad), that
+        share a version and a 10 s tick: the same as absorbing them one by one in order."""
+        slo = next((s for s in self.catalogue.slos_of(service) if s.name == slo_name), None)
+        if slo is None:
+            self._result.unknown_service_events += total
+            return
+        self._absorb_counts(slo, version, ts_ms, bad, total)
+
+    def _absorb_counts(self, slo: Slo, version: str | None, ts: int, bad: int, total: int) -> None:
         if self.watermark_ms is None or ts > self.watermark_ms:
             self.watermark_ms = ts
-        for slo in slos:
-            rt = self._runtime(slo)
-            boundary = ts // FINE_MS * FINE_MS
-            if rt.clock_ms is None or boundary > rt.clock_ms:
-                self._advance(rt, boundary)
-            elif ts < rt.clock_ms:
-                self._result.late_events += 1
-            bad = 1 if slo.sli.is_bad(request) else 0
-            self._count(rt, ts, bad)
-            self.deploys.count(request, slo.name, bool(bad))
+        rt = self._runtime(slo)
+        boundary = ts // FINE_MS * FINE_MS
+        if rt.clock_ms is None or boundary > rt.clock_ms:
+            self._advance(rt, boundary)
+        elif ts < rt.clock_ms:
+            self._result.late_events += total
+        if self._count(rt, ts, bad, total):
+            self.deploys.count(slo.service, version, ts, slo.name, bad, total)
 
     def absorb_deploy(self, deploy: Deploy) -> None:
         self.deploys.on_deploy(deploy)
 
-    def _count(self, rt: SloRuntime, ts: int, bad: int) -> None:
+    def _count(self, rt: SloRuntime, ts: int, bad: int, total: int) -> bool:
+        """Add to the SLO's buckets; False when the offset guard skipped the fine bucket."""
         slo = rt.slo
+        counted = True
         for res in RESOLUTIONS:
             index = ts // res
             mark = (slo.service, slo.name, res, index)
@@ -200,10 +215,12 @@ class PartitionEngine:
                 bucket = rt.windows.series[res].get(index)
                 if bucket is not None and bucket.offset >= self._offset:
                     # The offset guard: this message was absorbed before a restart.
-                    self._result.skipped_replayed += res == COARSE_MS  # once per event and SLO
+                    self._result.skipped_replayed += total if res == COARSE_MS else 0
+                    counted = counted and res != FINE_MS
                     continue
                 self._touched.add(mark)
-            rt.windows.add(res, index, bad, 1, self._offset)
+            rt.windows.add(res, index, bad, total, self._offset)
+        return counted
 
     def _advance(self, rt: SloRuntime, target_ms: int) -> None:
         """Step the SLO's clock to ``target_ms``, evaluating at every 10 s boundary."""
@@ -230,11 +247,13 @@ class PartitionEngine:
         windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
         observed = clock - (rt.first_clock_ms if rt.first_clock_ms is not None else clock)
         transition = rt.machine.evaluate(slo, clock, windows, observed)
-        external = (rt.episode or {}).get("verdict") == "EXTERNAL"
+        callees = self.catalogue.services[slo.service].depends_on
         impact = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
-            rt.windows, external, self._control_windows(slo),
+            rt.windows, self._control_windows(slo),
             burn_rate(*windows[3_600_000], slo.error_budget),
+            [(service, t.started_ms, self._deploy_verdict(t, slo), self._windows_of(service))
+             for service in callees for t in self.deploys.of_service(service)],
         )  # fmt: skip
         if impact is not None:
             self._result.impacts.append(impact)
@@ -265,15 +284,18 @@ class PartitionEngine:
         else:
             rt.latest_emitted = False
 
-    def _control_windows(self, slo: Slo) -> list[WindowCounts]:
-        """Counts of the SLOs whose services neither call nor are called by ``slo``'s."""
+    def _control_windows(self, slo: Slo) -> dict[str, WindowCounts]:
+        """Counts of the SLOs that can serve as controls for ``slo``: their services neither
+        call nor are called by ``slo``'s, and have no change of their own under suspicion."""
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
-        return [
-            other.windows
+        treated = self.deploys.suspected_services(self.watermark_ms or 0)
+        return {
+            f"{other.slo.service}/{other.slo.name}": other.windows
             for other in self.runtimes.values()
             if other.slo.service not in related
+            and other.slo.service not in treated
             and slo.service not in self.catalogue.services[other.slo.service].depends_on
-        ]
+        }
 
     def _track_episode(self, rt: SloRuntime, clock: int, period_total: int) -> None:
         """Budget-drop episodes: a CUSUM finds the onset, then the evidence is fused."""
@@ -289,20 +311,27 @@ class PartitionEngine:
         episode = rt.episode
         if episode is None or clock - episode["opened_ms"] > EPISODE_DECIDE_MS:
             return
-        if episode["verdict"] in ("EXTERNAL", "ATTRIBUTED"):
+        if episode["verdict"] == "ATTRIBUTED":
             return  # decided: later evidence belongs to the next episode
         onset = int(episode["onset_ms"])
-        pre_range = (onset - EPISODE_PRE_MS, onset)
-        pre = rt.windows.fine_range(*pre_range)
+        # The hour before the onset, kept from the first look (its 10 s buckets expire).
+        before: dict[str, list[int]] = episode.setdefault("before", {})
+
+        def pre_of(key: str, counts: WindowCounts) -> tuple[int, int]:
+            if key not in before:
+                before[key] = list(counts.fine_range(onset - EPISODE_PRE_MS, onset))
+            return before[key][0], before[key][1]
+
+        pre = pre_of("", rt.windows)
         post = rt.windows.fine_range(onset, clock)
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
         controls = [
-            (other.fine_range(*pre_range), other.fine_range(onset, clock))
-            for other in self._control_windows(slo)
+            (pre_of(key, other), other.fine_range(onset, clock))
+            for key, other in self._control_windows(slo).items()
         ]
         candidates = [
-            Candidate(t.deploy.deploy_id, t.started_ms,
-                      t.verdicts.get(slo.name) if t.deploy.service == slo.service else None)
+            Candidate(t.deploy.deploy_id, t.started_ms, self._deploy_verdict(t, slo),
+                      0 if t.deploy.service == slo.service else 1)
             for t in self.deploys.deploys.values()
             if (t.deploy.service in related or t.deploy.change_type == "infra")
             # a deploy rolled back before the onset cannot have started it
@@ -313,8 +342,8 @@ class PartitionEngine:
             return
         episode["verdict"], episode["deploy_id"] = verdict.verdict, verdict.deploy_id
         self._dirty_state.add((slo.service, slo.name))
-        if verdict.verdict == "INCONCLUSIVE" or verdict.evidence.get("method") == "version_split":
-            return  # nothing new to publish: no decision, or the split's own verdict stands
+        if verdict.verdict == "INCONCLUSIVE" or verdict.evidence.get("method") == "deploy_test":
+            return  # nothing new to publish: no decision, or the deploy's own verdict stands
         tracked = self.deploys.deploys.get(verdict.deploy_id or "")
         # An episode no deploy explains is published under an id of its own.
         episode_id = f"episode:{slo.service}/{slo.name}@{onset}"
@@ -333,6 +362,21 @@ class PartitionEngine:
                 {"scope": "episode", **verdict.evidence},
             )
         )
+
+    def _windows_of(self, service: str) -> WindowCounts | None:
+        """The counts of the first SLO of ``service`` (the one its callers feel)."""
+        slos = self.catalogue.slos_of(service)
+        rt = self.runtimes.get((service, slos[0].name)) if slos else None
+        return rt.windows if rt is not None else None
+
+    @staticmethod
+    def _deploy_verdict(tracked: TrackedDeploy, slo: Slo) -> str | None:
+        """A deploy's verdict as evidence for ``slo``'s episode: its own test on this SLO,
+        or, for a callee's deploy, its verdict on the callee's own SLOs (worst first)."""
+        if tracked.deploy.service == slo.service:
+            return tracked.verdicts.get(slo.name)
+        verdicts = set(tracked.verdicts.values())
+        return next((v for v in ("ATTRIBUTED", "SUSPECTED", "CLEARED") if v in verdicts), None)
 
     def _apply_policy(
         self, rt: SloRuntime, clock: int, windows: Mapping[int, tuple[int, int]]
