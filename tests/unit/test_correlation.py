@@ -126,18 +126,25 @@ def test_an_episode_is_attributed_only_by_a_deploys_own_test() -> None:
     from slipstream.slo.correlation import Candidate, episode_verdict
 
     onset = 7_200_000
+    controls = [((20, 20_000), (4, 4_000))]
     untested = episode_verdict(onset, [Candidate("cfg-1", onset - 60_000, None)],
-                               (10, 20_000), (150, 4_000), [((20, 20_000), (4, 4_000))])  # fmt: skip
+                               (10, 20_000), (150, 4_000), controls)  # fmt: skip
     assert (untested.verdict, untested.deploy_id) == ("INCONCLUSIVE", "cfg-1")
     own = episode_verdict(onset, [Candidate("d2", onset - 60_000, "ATTRIBUTED")],
                           (10, 20_000), (150, 4_000), [])  # fmt: skip
     assert (own.verdict, own.deploy_id, own.evidence["method"]) == (
-        "ATTRIBUTED", "d2", "deploy_test")
+        "ATTRIBUTED",
+        "d2",
+        "deploy_test",
+    )
     callee = episode_verdict(onset, [Candidate("dep-1", onset - 60_000, "ATTRIBUTED", hops=1),
                                      Candidate("mine", onset - 30 * 60_000, None)],
                              (10, 20_000), (150, 4_000), [])  # fmt: skip
     assert (callee.verdict, callee.deploy_id, callee.evidence["method"]) == (
-        "ATTRIBUTED", "dep-1", "propagated")
+        "ATTRIBUTED",
+        "dep-1",
+        "propagated",
+    )
     cleared = episode_verdict(onset, [Candidate("d3", onset - 60_000, "CLEARED")],
                               (10, 20_000), (150, 4_000), [])  # fmt: skip
     assert cleared.verdict == "EXTERNAL"

@@ -31,9 +31,7 @@ def test_the_world_is_seeded_and_labelled() -> None:
     items = list(tallies(a, 7))
     times = [i.timestamp_ms if isinstance(i, Deploy) else i.ts_ms for i in items]
     assert times == sorted(times)
-    assert {i.deploy_id for i in items if isinstance(i, Deploy)} == {
-        d.deploy_id for d in a.deploys
-    }
+    assert {i.deploy_id for i in items if isinstance(i, Deploy)} == {d.deploy_id for d in a.deploys}
 
 
 def test_samplers_have_the_right_means() -> None:
@@ -80,7 +78,7 @@ def test_a_tally_is_absorbed_exactly_as_its_events_one_by_one() -> None:
 
 def test_ci_smoke_run_keeps_floors_well_above_the_baselines() -> None:
     """Six tuning worlds of six hours each, scored like the reporting run."""
-    summary = pooled([run_seed(seed, 6) for seed in TUNING_SEEDS])
+    summary = pooled([run_seed(seed, 6) for seed in TUNING_SEEDS[:6]])
     assert summary["detectable_bad_deploys"] >= 5  # enough to mean something
     best_baseline = max(b["f1"] for b in summary["baselines"].values())
     assert summary["precision"] >= 0.85

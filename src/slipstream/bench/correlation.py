@@ -33,7 +33,7 @@ from slipstream.slo.deploys import Impact
 from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import Deploy
 
-TUNING_SEEDS = (1, 2, 3, 4, 5, 6)
+TUNING_SEEDS = tuple(range(1, 13))
 REPORTING_SEEDS = (101, 102, 103, 104, 105, 106, 107, 108, 109, 110)
 DETECTABLE_EXCESS = 20.0
 JUDGED_MS = 2 * HOUR_MS  # a verdict counts when it comes within this long of the start

@@ -33,7 +33,7 @@ from slipstream.slo.windows import FINE_MS, WindowCounts
 HISTORY_PER_SERVICE: Final = 20
 SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
 SUSPECT_HORIZON_MS: Final = 2 * 3_600_000
-FINAL_VERDICTS: Final = frozenset({"ATTRIBUTED", "CLEARED"})
+FINAL_VERDICTS: Final = frozenset({"ATTRIBUTED"})
 BEFORE_AFTER_WARMUP_MS: Final = 120_000
 ROLLBACK_BURN_RATE: Final = 14.4
 ROLLBACK_BUDGET: Final = 0.02
@@ -229,7 +229,7 @@ class DeployTracker:
             return self._rollback_check(tracked, slo, clock_ms, period_total, error_budget,
                                         burn_rate_1h)  # fmt: skip
         if tracked.verdicts.get(slo) in FINAL_VERDICTS:
-            return None  # a sequential test that has decided stays decided
+            return None  # an attribution stays; a clearance may yet be overturned by harm
         test = tracked.tests.setdefault(slo, VersionSplitTest())
         if tick:
             test.update(*tick)
@@ -243,13 +243,13 @@ class DeployTracker:
             if slo not in tracked.before:
                 tracked.before[slo] = list(windows.fine_range(start - BEFORE_MS, start))
             callee = any(
-                (verdict in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
+                (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
                 # an overlapping change of a called service, not cleared, confounds "after"
                 # unless that service's own failures cannot explain the rise
-                or (verdict != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
+                or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
                     and self._callee_explains(tracked, slo, windows, name, counts,
                                               max(post_from, started), clock_ms))
-                for name, started, verdict, counts in callee_changes
+                for name, started, theirs, counts in callee_changes
             )  # fmt: skip
             judged, evidence_extra = self._before_after(
                 tracked, slo, windows, post_from, clock_ms, callee, controls or {}
@@ -258,8 +258,10 @@ class DeployTracker:
                 evidence_extra["note"] = "a called service changed too"
             if judged.verdict != "INCONCLUSIVE" or verdict.verdict == "INCONCLUSIVE":
                 verdict = judged
-        if tracked.verdicts.get(slo) == verdict.verdict:
-            return None
+        previous = tracked.verdicts.get(slo)
+        if previous == verdict.verdict or (previous == "CLEARED" and verdict.verdict not in
+                                           SUSPECT_VERDICTS):  # fmt: skip
+            return None  # unchanged, or cleared and no sign of harm since
         tracked.verdicts[slo] = verdict.verdict
         self.dirty.add(tracked.deploy.deploy_id)
         impact = self._impact(tracked, slo, test, verdict, clock_ms, period_total, error_budget)
@@ -338,7 +340,7 @@ class DeployTracker:
         return impact
 
     @staticmethod
-    def _before_after(
+    def _before_after(  # noqa: PLR0915 (one judgement, read top-down)
         tracked: TrackedDeploy,
         slo: str,
         windows: WindowCounts,
@@ -365,21 +367,26 @@ class DeployTracker:
             return bad, total
 
         pre = pre_of(slo, windows)
+        phi = _dispersion(before, slo, windows, start)
         test = tracked.tests.get(slo)
         if test is not None and test.total_new and test.total_old >= SPLIT_REFERENCE_MIN:
             # After a split, the old version's rate while both served is the better "before":
             # it shared whatever else happened meanwhile.
             pre = (test.bad_old, test.total_old)
         post = windows.fine_range(post_from, post_to)
+        # Counts vary more than a binomial's (bursts, traffic mix): test on counts shrunk
+        # by the dispersion of the hour before (quasi-binomial), not on the raw ones.
+        raw = {"pre": list(pre), "post": list(post), "dispersion": phi}
+        pre, post = _shrunk(pre, phi), _shrunk(post, phi)
         ratio, p_harm = rate_rose(pre, post)
         # Persistence: a harmful change is still failing at the end of the window; a blip
         # that happened to follow the deploy is not.
         recent_from = max(post_from, post_to - RECENT_MS)
-        recent = windows.fine_range(recent_from, post_to)
+        recent = _shrunk(windows.fine_range(recent_from, post_to), phi)
         recent_ratio, p_recent = rate_rose(pre, recent)
-        evidence = {"method": "before_after", "pre": list(pre), "post": list(post),
-                    "rate_ratio": ratio, "p_value": p_harm, "recent_rate_ratio": recent_ratio,
-                    "post_from_ms": post_from, "post_to_ms": post_to}  # fmt: skip
+        evidence = raw | {"method": "before_after", "rate_ratio": ratio, "p_value": p_harm,
+                          "recent_rate_ratio": recent_ratio, "post_from_ms": post_from,
+                          "post_to_ms": post_to}  # fmt: skip
         if explained:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "another cause is open"}
         # A rate already rising before the deploy was not started by it.
@@ -418,7 +425,9 @@ class DeployTracker:
                 return Verdict("ATTRIBUTED", posterior), evidence
         if degraded or degraded_lately:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
-        if post_to - post_from >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]:
+        rolled_out = tracked.deploy.phase == "finished" or tracked.deploy.rollout_fraction >= 1
+        full_from = max(post_from, tracked.ended_ms or post_from)
+        if rolled_out and post_to - full_from >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]:
             # No harm of 1.5x or more: too few bad events after for that rate.
             share = 1.5 * post[1] / (pre[1] + 1.5 * post[1])
             p_low = 1.0 - binomial_upper_tail(post[0] + 1, pre[0] + post[0], share)
@@ -459,3 +468,27 @@ class DeployTracker:
             "decision_eta_s": verdict.decision_eta_s,
         }
         return Impact(tracked.deploy, slo, verdict, consumed, clock_ms, evidence)
+
+
+DISPERSION_CHUNK_MS: Final = 5 * 60_000
+
+
+def _dispersion(before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int) -> float:
+    """Pearson dispersion (>= 1) of the bad counts of the hour before ``start``, in 5 min
+    chunks, kept with the other "before" counts (as thousandths)."""
+    key = f"dispersion:{slo}"
+    if key not in before:
+        chunks = [windows.fine_range(lo, lo + DISPERSION_CHUNK_MS)
+                  for lo in range(start - BEFORE_MS, start, DISPERSION_CHUNK_MS)]  # fmt: skip
+        bad = sum(b for b, _ in chunks)
+        total = sum(t for _, t in chunks)
+        rate = bad / total if total else 0.0
+        used = [(b, t) for b, t in chunks if t and rate * t > 0]
+        chi2 = sum((b - rate * t) ** 2 / (rate * t) for b, t in used)
+        phi = chi2 / (len(used) - 1) if len(used) > 2 else 1.0
+        before[key] = [round(1000 * max(phi, 1.0)), 0]
+    return before[key][0] / 1000
+
+
+def _shrunk(counts: tuple[int, int], phi: float) -> tuple[int, int]:
+    return round(counts[0] / phi), round(counts[1] / phi)
