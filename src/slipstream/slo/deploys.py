@@ -11,7 +11,7 @@ is attributed to.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -206,7 +206,7 @@ class DeployTracker:
         period_total: int,
         error_budget: float,
         windows: WindowCounts | None = None,
-        controls: Mapping[str, WindowCounts] | None = None,
+        controls: Callable[[], Mapping[str, WindowCounts]] | None = None,
         burn_rate_1h: float = 0.0,
         callee_changes: Sequence[tuple[str, int, str | None, WindowCounts | None]] = (),
     ) -> Impact | None:
@@ -215,7 +215,8 @@ class DeployTracker:
         While both versions serve, the version split judges. A deploy that never splits
         traffic (blue-green, config, a service without version tags), or whose split ended
         undecided at full rollout, is judged before/after: the hour before the deploy
-        against what followed, anchored at the deploy, with controls. ``callee_changes``:
+        against what followed, anchored at the deploy, with ``controls`` (asked for only
+        then: finding them costs a pass over the partition's SLOs). ``callee_changes``:
         (service, start, verdict, counts) of recent deploys of the services this one calls.
         """
         # The tick that just closed is [clock - 10 s, clock).
@@ -252,7 +253,7 @@ class DeployTracker:
                 for name, started, theirs, counts in callee_changes
             )  # fmt: skip
             judged, evidence_extra = self._before_after(
-                tracked, slo, windows, post_from, clock_ms, callee, controls or {}
+                tracked, slo, windows, post_from, clock_ms, callee, controls() if controls else {}
             )
             if callee:
                 evidence_extra["note"] = "a called service changed too"
@@ -310,10 +311,13 @@ class DeployTracker:
     def _before_after_from(tracked: TrackedDeploy, test: VersionSplitTest) -> int | None:
         """Where a before/after comparison's "after" starts, or None while the split judges."""
         warmup = 0 if tracked.deploy.change_type in ("config", "flag") else BEFORE_AFTER_WARMUP_MS
+        finished = tracked.deploy.phase == "finished" and tracked.ended_ms is not None
+        if finished and tracked.ended_ms is not None and tracked.ended_ms > tracked.started_ms:
+            # A progressive rollout reached everyone: judge the full exposure afresh (a
+            # split that ended undecided, or an untagged canary whose 5 % diluted "after").
+            return tracked.ended_ms + warmup
         if test.total_new == 0 or test.total_old == 0:
             return tracked.started_ms + warmup  # never split: instant switch or no tags
-        if tracked.deploy.phase == "finished" and tracked.ended_ms is not None:
-            return tracked.ended_ms + warmup  # the split ended undecided at full rollout
         return None
 
     def _rollback_check(

@@ -250,7 +250,7 @@ class PartitionEngine:
         callees = self.catalogue.services[slo.service].depends_on
         impact = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
-            rt.windows, self._control_windows(slo),
+            rt.windows, lambda: self._control_windows(slo),
             burn_rate(*windows[3_600_000], slo.error_budget),
             [(service, t.started_ms, self._deploy_verdict(t, slo), self._windows_of(service))
              for service in callees for t in self.deploys.of_service(service)],
