@@ -340,6 +340,8 @@ class PartitionEngine:
         verdict = episode_verdict(onset, candidates, pre, post, controls)
         if verdict.verdict == episode["verdict"] and verdict.deploy_id == episode.get("deploy_id"):
             return
+        if episode["verdict"] == "EXTERNAL" and verdict.verdict != "ATTRIBUTED":
+            return  # external until a deploy's own test says otherwise
         episode["verdict"], episode["deploy_id"] = verdict.verdict, verdict.deploy_id
         self._dirty_state.add((slo.service, slo.name))
         if verdict.verdict == "INCONCLUSIVE" or verdict.evidence.get("method") == "deploy_test":
