@@ -479,7 +479,7 @@ DISPERSION_CHUNK_MS: Final = 5 * 60_000
 
 def _dispersion(before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int) -> float:
     """Pearson dispersion (>= 1) of the bad counts of the hour before ``start``, in 5 min
-    chunks, kept with the other "before" counts (as thousandths)."""
+    chunks, the worst chunk left out, kept with the other "before" counts (as thousandths)."""
     key = f"dispersion:{slo}"
     if key not in before:
         chunks = [windows.fine_range(lo, lo + DISPERSION_CHUNK_MS)
@@ -487,9 +487,9 @@ def _dispersion(before: dict[str, list[int]], slo: str, windows: WindowCounts, s
         bad = sum(b for b, _ in chunks)
         total = sum(t for _, t in chunks)
         rate = bad / total if total else 0.0
-        used = [(b, t) for b, t in chunks if t and rate * t > 0]
-        chi2 = sum((b - rate * t) ** 2 / (rate * t) for b, t in used)
-        phi = chi2 / (len(used) - 1) if len(used) > 2 else 1.0
+        terms = sorted((b - rate * t) ** 2 / (rate * t) for b, t in chunks if t and rate * t > 0)
+        # Without the worst chunk: one blip or incident in the hour is not the everyday noise.
+        phi = sum(terms[:-1]) / (len(terms) - 2) if len(terms) > 3 else 1.0
         before[key] = [round(1000 * max(phi, 1.0)), 0]
     return before[key][0] / 1000
 
