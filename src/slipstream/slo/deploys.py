@@ -253,7 +253,7 @@ class DeployTracker:
                 for name, started, theirs, counts in callee_changes
             )  # fmt: skip
             judged, evidence_extra = self._before_after(
-                tracked, slo, windows, post_from, clock_ms, callee, controls() if controls else {}
+                tracked, slo, windows, post_from, clock_ms, callee, controls or dict
             )
             if callee:
                 evidence_extra["note"] = "a called service changed too"
@@ -351,7 +351,7 @@ class DeployTracker:
         post_from_ms: int,
         clock_ms: int,
         explained: bool,
-        controls: Mapping[str, WindowCounts],
+        find_controls: Callable[[], Mapping[str, WindowCounts]],
     ) -> tuple[Verdict, dict[str, Any]]:
         start = tracked.started_ms // FINE_MS * FINE_MS
         post_from = -(-post_from_ms // FINE_MS) * FINE_MS
@@ -401,6 +401,7 @@ class DeployTracker:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "rising before the deploy"}
         # Difference in differences: the services around (not callers, not callees, no
         # change of their own) show what happened anyway, over all of "after" and lately.
+        controls = find_controls()
         pres = {key: pre_of(f"control:{key}", other) for key, other in controls.items()}
         usable, degraded, factor = control_shift(
             ((pres[key], other.fine_range(post_from, post_to)) for key, other in controls.items()),
