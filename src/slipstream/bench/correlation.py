@@ -44,8 +44,11 @@ BASELINES = (
 )
 
 
-def run_engine(world: World, seed: int) -> tuple[list[Impact], list[Any]]:
-    """Feed every tick to the engine as one message; return impacts and firing alerts."""
+def run_engine(
+    world: World, seed: int, observe: Callable[[Tally], None] | None = None
+) -> tuple[list[Impact], list[Any]]:
+    """Feed every tick to the engine as one message; return impacts and firing alerts.
+    ``observe`` sees every tally too (the baselines count from the same pass)."""
     engine = PartitionEngine(0, world.catalogue)
     impacts: list[Impact] = []
     alerts: list[Any] = []
@@ -69,20 +72,30 @@ def run_engine(world: World, seed: int) -> tuple[list[Impact], list[Any]]:
                 engine.begin(offset)
             tick = item.ts_ms
         engine.absorb_tally(item.service, SLO_NAME, item.version, item.ts_ms, item.bad, item.total)
+        if observe is not None:
+            observe(item)
     close()
     return impacts, alerts
 
 
-def _baselines(world: World, seed: int, alerts: list[Any]) -> dict[str, set[str]]:
-    """The naive methods on the same counts: per deploy, per tick, new and old version."""
-    counts: dict[str, list[tuple[int, bool, int, int]]] = defaultdict(list)
-    for item in tallies(world, seed):
-        if not isinstance(item, Tally):
-            continue
+DeployCounts = dict[str, list[tuple[int, bool, int, int]]]  # deploy -> (tick, new?, bad, total)
+
+
+def _deploy_counter(world: World) -> tuple[DeployCounts, Callable[[Tally], None]]:
+    """What the baselines need, per deploy: counts per tick and version around its start."""
+    counts: DeployCounts = defaultdict(list)
+
+    def observe(item: Tally) -> None:
         for d in world.by_service[item.service]:
             if d.start_ms - 30 * MINUTE_MS <= item.ts_ms < d.start_ms + HOUR_MS:
                 counts[d.deploy_id].append((item.ts_ms, item.version == d.version, item.bad,
                                             item.total))  # fmt: skip
+
+    return counts, observe
+
+
+def _baselines(world: World, counts: DeployCounts, alerts: list[Any]) -> dict[str, set[str]]:
+    """The naive methods on the same counts: per deploy, per tick, new and old version."""
     last_deploy: set[str] = set()
     for a in alerts:
         before = [d for d in world.by_service[a.service]
@@ -133,7 +146,8 @@ def slices(d: TruthDeploy, world: World) -> dict[str, str]:
 def run_seed(seed: int, hours: float) -> dict[str, Any]:
     """Score one seed: counts, so that seeds pool by summing."""
     world = make_world(seed, hours)
-    impacts, alerts = run_engine(world, seed)
+    counts, observe = _deploy_counter(world)
+    impacts, alerts = run_engine(world, seed, observe)
     truth = {d.deploy_id: d for d in world.deploys}
     first: dict[str, dict[str, int]] = defaultdict(dict)  # deploy -> verdict -> first time
     for i in impacts:
@@ -143,7 +157,7 @@ def run_seed(seed: int, hours: float) -> dict[str, Any]:
     attributed = {k for k, v in first.items() if "ATTRIBUTED" in v}
     bad = [d for d in world.deploys if d.bad]
     detectable = [d for d in bad if d.expected_excess >= DETECTABLE_EXCESS]
-    predicted = {"slipstream": attributed, **_baselines(world, seed, alerts)}
+    predicted = {"slipstream": attributed, **_baselines(world, counts, alerts)}
     methods = {
         name: {"predicted": len(p), "true_positive": len(p & {d.deploy_id for d in bad}),
                "detected": len(p & {d.deploy_id for d in detectable})}

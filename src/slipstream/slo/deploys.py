@@ -208,7 +208,8 @@ class DeployTracker:
         windows: WindowCounts | None = None,
         controls: Callable[[], Mapping[str, WindowCounts]] | None = None,
         burn_rate_1h: float = 0.0,
-        callee_changes: Sequence[tuple[str, int, str | None, WindowCounts | None]] = (),
+        callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
+        | None = None,
     ) -> Impact | None:
         """Close the SLO's tick for the service's newest deploy; return a changed verdict.
 
@@ -216,8 +217,9 @@ class DeployTracker:
         traffic (blue-green, config, a service without version tags), or whose split ended
         undecided at full rollout, is judged before/after: the hour before the deploy
         against what followed, anchored at the deploy, with ``controls`` (asked for only
-        then: finding them costs a pass over the partition's SLOs). ``callee_changes``:
-        (service, start, verdict, counts) of recent deploys of the services this one calls.
+        then: finding them costs a pass over the partition's SLOs). ``callee_changes``, asked
+        for likewise: (service, start, verdict, counts) of the deploys of the services this
+        one calls.
         """
         # The tick that just closed is [clock - 10 s, clock).
         tracked = self.latest(service, clock_ms - 1)
@@ -241,8 +243,7 @@ class DeployTracker:
         post_from = self._before_after_from(tracked, test)
         if windows is not None and post_from is not None and verdict.verdict not in FINAL_VERDICTS:
             start = tracked.started_ms // FINE_MS * FINE_MS
-            if slo not in tracked.before:
-                tracked.before[slo] = list(windows.fine_range(start - BEFORE_MS, start))
+            kept_counts(tracked.before, slo, windows, start - BEFORE_MS, start)
             callee = any(
                 (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
                 # an overlapping change of a called service, not cleared, confounds "after"
@@ -250,7 +251,7 @@ class DeployTracker:
                 or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
                     and self._callee_explains(tracked, slo, windows, name, counts,
                                               max(post_from, started), clock_ms))
-                for name, started, theirs, counts in callee_changes
+                for name, started, theirs, counts in (callee_changes() if callee_changes else ())
             )  # fmt: skip
             judged, evidence_extra = self._before_after(
                 tracked, slo, windows, post_from, clock_ms, callee, controls or dict
@@ -287,10 +288,7 @@ class DeployTracker:
             return True
         start = tracked.started_ms // FINE_MS * FINE_MS
         since = -(-since // FINE_MS) * FINE_MS
-        key = f"callee:{callee}"
-        if key not in tracked.before:
-            tracked.before[key] = list(counts.fine_range(start - BEFORE_MS, start))
-        pre = (tracked.before[key][0], tracked.before[key][1])
+        pre = kept_counts(tracked.before, f"callee:{callee}", counts, start - BEFORE_MS, start)
         post = counts.fine_range(since, to)
         if post[1] < 20:
             return True  # too little seen of it (or it is down): it may be the cause
@@ -365,10 +363,7 @@ class DeployTracker:
         def pre_of(
             key: str, counts: WindowCounts, lo: int = start - BEFORE_MS, hi: int = start
         ) -> tuple[int, int]:
-            if key not in before:
-                before[key] = list(counts.fine_range(lo, hi))
-            bad, total = before[key]
-            return bad, total
+            return kept_counts(before, key, counts, lo, hi)
 
         pre = pre_of(slo, windows)
         phi = _dispersion(before, slo, windows, start)
@@ -476,6 +471,17 @@ class DeployTracker:
 
 
 DISPERSION_CHUNK_MS: Final = 5 * 60_000
+
+
+def kept_counts(
+    store: dict[str, list[int]], key: str, counts: WindowCounts, lo: int, hi: int
+) -> tuple[int, int]:
+    """(bad, total) of ``counts`` in [lo, hi), kept in ``store`` under ``key`` from the first
+    look: the 10 s buckets they come from expire while a deploy or episode is judged."""
+    if key not in store:
+        store[key] = list(counts.fine_range(lo, hi))
+    bad, total = store[key][0], store[key][1]
+    return bad, total
 
 
 def _dispersion(before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int) -> float:

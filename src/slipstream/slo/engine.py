@@ -23,7 +23,7 @@ from typing import Any, Final
 from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining, burn_rate
 from slipstream.slo.catalogue import Catalogue, Slo
 from slipstream.slo.correlation import Candidate, Cusum, Verdict, episode_verdict
-from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy
+from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy, kept_counts
 from slipstream.slo.events import Deploy, Request
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
 from slipstream.slo.windows import (
@@ -252,8 +252,9 @@ class PartitionEngine:
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
             rt.windows, lambda: self._control_windows(slo),
             burn_rate(*windows[3_600_000], slo.error_budget),
-            [(service, t.started_ms, self._deploy_verdict(t, slo), self._windows_of(service))
-             for service in callees for t in self.deploys.of_service(service)],
+            lambda: [(service, t.started_ms, self._deploy_verdict(t, slo),
+                      self._windows_of(service))
+                     for service in callees for t in self.deploys.of_service(service)],
         )  # fmt: skip
         if impact is not None:
             self._result.impacts.append(impact)
@@ -318,9 +319,7 @@ class PartitionEngine:
         before: dict[str, list[int]] = episode.setdefault("before", {})
 
         def pre_of(key: str, counts: WindowCounts) -> tuple[int, int]:
-            if key not in before:
-                before[key] = list(counts.fine_range(onset - EPISODE_PRE_MS, onset))
-            return before[key][0], before[key][1]
+            return kept_counts(before, key, counts, onset - EPISODE_PRE_MS, onset)
 
         pre = pre_of("", rt.windows)
         post = rt.windows.fine_range(onset, clock)
