@@ -21,6 +21,7 @@ ENV_PREFIX = "SLIPSTREAM_"
 # so it is restricted to characters that are safe in all three (no dots: they
 # separate the namespace from the topic name).
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+GROUP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,9 @@ class Settings:
     alertmanager_url: str = "http://127.0.0.1:9093"
     metrics_addr: str = "127.0.0.1:9464"
     namespace: str = ""
+    # The worker's consumer group (also faust's app id, which names its changelog topic);
+    # empty: derived from the namespace. Benchmarks run each repetition in a fresh group.
+    consumer_group: str = ""
     catalogue: str = ""
     partitions: int = 4
     stack_dir: str = dataclasses.field(default_factory=_default_state_dir)
@@ -56,6 +60,11 @@ class Settings:
             raise SettingsError(
                 f"namespace {self.namespace!r} is invalid: use letters, digits, '_' or '-' "
                 "(at most 48, starting with a letter or digit)"
+            )
+        if self.consumer_group and not GROUP_PATTERN.match(self.consumer_group):
+            raise SettingsError(
+                f"consumer_group {self.consumer_group!r} is invalid: use letters, digits, "
+                "'.', '_' or '-' (at most 100, starting with a letter or digit)"
             )
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, got {self.partitions}")

@@ -1,4 +1,5 @@
-"""``slipstream bench correlation``: the labelled correlation benchmark, with its baselines."""
+"""``slipstream bench``: throughput against the baseline ladder (default, ``bench.perf``) and
+``slipstream bench correlation``: the labelled correlation benchmark, with its baselines."""
 
 from __future__ import annotations
 
@@ -15,6 +16,24 @@ from slipstream.bench.correlation import (
     pooled,
     run_seed,
 )
+from slipstream.settings import Settings
+
+SHORT_EVENTS, SHORT_REPEATS = 200_000, 1
+FULL_EVENTS, FULL_REPEATS = 1_000_000, 3
+
+
+def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from slipstream.bench import perf
+
+    events = args.events or (SHORT_EVENTS if args.short else FULL_EVENTS)
+    repeats = args.repeats or (SHORT_REPEATS if args.short else FULL_REPEATS)
+    result = perf.run_perf(settings, events, repeats, args.services)
+    print(perf.report(result))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
 
 # The issue's targets: (key, floor or ceiling, True when higher is better).
 TARGETS = (
@@ -28,13 +47,25 @@ TARGETS = (
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     bench = verbs.add_parser("bench", parents=[common], help="benchmarks")
-    bench.add_argument("which", choices=["correlation"])
-    bench.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
-    bench.add_argument("--seeds", choices=["reporting", "tuning"], default="reporting")
+    bench.add_argument("which", nargs="?", choices=["perf", "correlation"], default="perf")
     bench.add_argument("--out", help="write the results as JSON here")
+    perf = bench.add_argument_group("perf (needs the stack: slipstream stack up)")
+    perf.add_argument(
+        "--short",
+        action="store_true",
+        help=f"{SHORT_EVENTS:,} events, {SHORT_REPEATS} runs per step (~3 min)",
+    )
+    perf.add_argument("--events", type=int, help=f"events per topic (default {FULL_EVENTS:,})")
+    perf.add_argument("--repeats", type=int, help=f"runs per step (default {FULL_REPEATS})")
+    perf.add_argument("--services", type=int, default=50, help="services (2 SLOs each)")
+    corr = bench.add_argument_group("correlation")
+    corr.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
+    corr.add_argument("--seeds", choices=["reporting", "tuning"], default="reporting")
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.which == "perf":
+        return run_perf_bench(args, settings)
     seeds = REPORTING_SEEDS if args.seeds == "reporting" else TUNING_SEEDS
     results = []
     started = time.monotonic()

@@ -118,7 +118,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.verb == "bench":
         from slipstream.bench import cli as bench_cli
 
-        return bench_cli.run_bench(args)
+        return bench_cli.run_bench(args, settings)
     if args.verb == "report":
         from slipstream.streams import report_cli
 

@@ -99,8 +99,9 @@ class SloWorker:
         ns = settings.namespace
         datadir = Path(settings.stack_dir) / "worker" / (ns or "default")
         datadir.mkdir(parents=True, exist_ok=True)
+        self.group = settings.consumer_group or conventions.consumer_group(ns)
         self.app = app = faust.App(
-            conventions.consumer_group(ns),
+            self.group,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
             # Table state lives in its changelog topic; memory is its working copy.
             store="memory://",
@@ -289,9 +290,10 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     registry.register(SloCollector(state, catalogue))
     redis_sink = RedisStateSink.from_url(settings.redis_url, settings.namespace)
     serve_metrics(settings, registry)
-    app = SloWorker(settings, metrics, catalogue, state, redis_sink).app
+    slo_worker = SloWorker(settings, metrics, catalogue, state, redis_sink)
+    app = slo_worker.app
     print(
-        f"worker: group {conventions.consumer_group(settings.namespace)} on "
+        f"worker: group {slo_worker.group} on "
         f"{settings.kafka_bootstrap}; catalogue {catalogue.source} "
         f"({len(catalogue.all_slos())} SLOs); metrics on http://{settings.metrics_addr}/metrics",
         flush=True,

@@ -1,0 +1,166 @@
+"""The baseline ladder of PERFORMANCE.md, each step draining the same pre-loaded topic.
+
+B0: Kafka's own ``ConsumerPerformance`` (the kafka-tools jar the broker runs from).
+B1: the Python client's raw poll loop, values discarded: aiokafka ``getmany`` (what
+    faust uses) and kafka-python ``poll``.
+B2: B1 (aiokafka) + our Avro decode of every message.
+B3: B2 + classification and dict aggregation into (service, SLO, 10 s bucket) counts:
+    the physical limit for Python business logic on this input.
+Each returns events per second (messages per second times events per message for the
+steps that do not decode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
+
+from slipstream.bench.load import Load
+from slipstream.schemas.codec import AvroCodec
+from slipstream.slo.catalogue import Catalogue
+
+Handler = Callable[[list[Any]], int]  # a fetched batch of records -> events in it
+FINE_MS = 10_000
+
+
+def b0_consumer_perf(jars: Path, bootstrap: str, load: Load, timeout_s: float = 300) -> float:
+    """Kafka's ConsumerPerformance; its fetch rate (rebalance time excluded), in events/s."""
+    cmd = [
+        "java", "-Xmx512m", "-cp", f"{jars}/*", "org.apache.kafka.tools.ConsumerPerformance",
+        "--bootstrap-server", bootstrap, "--topic", load.topic,
+        "--messages", str(load.messages), "--group", f"bench-b0-{uuid.uuid4().hex[:8]}",
+        "--timeout", "60000", "--hide-header",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.count(",") >= 9]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"ConsumerPerformance failed ({out.returncode}): {out.stderr[-800:]}")
+    fields = [f.strip() for f in lines[-1].split(",")]
+    # start, end, MB, MB/s, messages, messages/s, rebalance ms, fetch ms, fetch MB/s, fetch msg/s
+    consumed, fetch_ms = int(fields[4]), float(fields[7])
+    if consumed < load.messages:
+        raise RuntimeError(f"ConsumerPerformance read {consumed} of {load.messages} messages")
+    return consumed / (fetch_ms / 1000) * load.events / load.messages
+
+
+async def _drain_aiokafka(bootstrap: str, load: Load, handle: Handler | None) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(load.topic, p) for p in range(load.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = events = 0
+        started = time.perf_counter()
+        while seen < load.messages:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                seen += len(records)
+                events += handle(records) if handle else len(records)
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    if handle is None:
+        events = load.events
+    return events / elapsed
+
+
+def b1_aiokafka(bootstrap: str, load: Load) -> float:
+    return asyncio.run(_drain_aiokafka(bootstrap, load, None))
+
+
+def b1_kafka_python(bootstrap: str, load: Load) -> float:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        tps = [KafkaTopicPartition(load.topic, p) for p in range(load.partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < load.messages:
+            for records in consumer.poll(timeout_ms=1000).values():
+                seen += len(records)
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    return load.events / elapsed
+
+
+def decoder() -> Handler:
+    codec = AvroCodec()
+
+    def handle(records: list[Any]) -> int:
+        events = 0
+        for r in records:
+            decoded = codec.decode(r.value)
+            events += len(decoded.record["events"]) if decoded.schema == "RequestBatch" else 1
+        return events
+
+    return handle
+
+
+def aggregator(catalogue: Catalogue) -> tuple[Handler, dict[tuple[str, str, int], list[int]]]:
+    """Decode, classify per SLO, count per (service, SLO, 10 s bucket) in a dict."""
+    codec = AvroCodec()
+    # Per service: (SLO name, latency threshold or None for availability).
+    slos: dict[str, list[tuple[str, float | None]]] = {}
+    for slo in catalogue.all_slos():
+        threshold = slo.sli.threshold_ms if slo.sli.kind == "latency" else None
+        slos.setdefault(slo.service, []).append((slo.name, threshold))
+    counts: dict[tuple[str, str, int], list[int]] = {}
+
+    def count(event: dict[str, Any]) -> None:
+        bucket = event["timestamp"] // FINE_MS
+        failed = 500 <= event["status_code"] <= 599
+        for name, threshold in slos.get(event["service"], ()):
+            bad = failed if threshold is None else event["latency_ms"] > threshold
+            key = (event["service"], name, bucket)
+            c = counts.get(key)
+            if c is None:
+                counts[key] = [int(bad), 1]
+            else:
+                c[0] += bad
+                c[1] += 1
+
+    def handle(records: list[Any]) -> int:
+        events = 0
+        for r in records:
+            decoded = codec.decode(r.value)
+            if decoded.schema == "RequestBatch":
+                for event in decoded.record["events"]:
+                    count(event)
+                events += len(decoded.record["events"])
+            else:
+                count(decoded.record)
+                events += 1
+        return events
+
+    return handle, counts
+
+
+def b2_decode(bootstrap: str, load: Load) -> float:
+    return asyncio.run(_drain_aiokafka(bootstrap, load, decoder()))
+
+
+def b3_aggregate(bootstrap: str, load: Load, catalogue: Catalogue) -> float:
+    handle, _ = aggregator(catalogue)
+    return asyncio.run(_drain_aiokafka(bootstrap, load, handle))

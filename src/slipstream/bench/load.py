@@ -1,0 +1,135 @@
+"""The performance benchmark's input: a catalogue and N request events pre-loaded on the broker.
+
+The same events are loaded twice, into two namespaces: one Avro ``RequestEvent`` per
+message (what a service without the SDK sends) and ``RequestBatch`` messages of up to
+``BATCH_EVENTS`` events of one service (what the SDK sends). Traffic is skewed over
+the services like real fleets (a few services carry most requests), event times
+are in order per service, 0.5 % of requests fail and latencies are log-normal.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import KafkaProducer
+
+from slipstream import conventions
+from slipstream.schemas.codec import AvroCodec
+from slipstream.settings import Settings
+from slipstream.streams.topics import ensure_topics
+
+BATCH_EVENTS = 100
+SPAN_MS = 30 * 60_000  # the events' times cover the half hour before the load
+SHAPES = ("single", "batched")
+
+
+@dataclass(frozen=True)
+class Load:
+    """One pre-loaded topic."""
+
+    shape: str  # single | batched
+    namespace: str
+    topic: str
+    partitions: int
+    messages: int
+    events: int
+    bytes: int
+    seconds: float  # time the load took (not a benchmark figure)
+
+
+def bench_catalogue(services: int) -> dict[str, Any]:
+    """``services`` services with an availability and a latency SLO each, 30-day periods."""
+    return {
+        "services": {
+            f"svc{i:03d}": {
+                "slos": [
+                    {"name": "availability", "objective": 99.9, "period": "30d",
+                     "sli": {"kind": "availability"}},
+                    {"name": "latency", "objective": 99.0, "period": "30d",
+                     "sli": {"kind": "latency", "threshold_ms": 300}},
+                ]
+            }
+            for i in range(services)
+        }
+    }  # fmt: skip
+
+
+def write_catalogue(path: Path, services: int) -> Path:
+    path.write_text(yaml.safe_dump(bench_catalogue(services), sort_keys=False))
+    return path
+
+
+def events(n: int, services: int, seed: int, end_ms: int) -> Iterator[dict[str, Any]]:
+    """N request records in event-time order, Zipf-like over the services."""
+    rng = random.Random(seed)
+    names = [f"svc{i:03d}" for i in range(services)]
+    weights = [1.0 / (rank + 1) for rank in range(services)]
+    picks = rng.choices(names, weights, k=n)
+    start = end_ms - SPAN_MS
+    for i, service in enumerate(picks):
+        failed = rng.random() < 0.005
+        yield {
+            "event_id": f"bench-{seed}-{i:012d}",
+            "service": service,
+            "operation": "GET /items",
+            "status_code": 503 if failed else 200,
+            "latency_ms": round(rng.lognormvariate(4.0, 0.8), 2),
+            "timestamp": start + i * SPAN_MS // n,
+            "version": "v1",
+            "region": "local",
+            "callee": None,
+        }
+
+
+def preload(
+    settings: Settings, shape: str, n: int, services: int, seed: int, progress: Any = None
+) -> Load:
+    """Create the namespace's topics and fill its request topic with ``n`` events."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape {shape!r}: expected one of {SHAPES}")
+    namespace = settings.namespace
+    ensure_topics(settings)
+    topic = conventions.topic_name(namespace, conventions.REQUESTS_TOPIC)
+    codec = AvroCodec()
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks=1,
+        linger_ms=20,
+        batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
+    started = time.monotonic()
+    messages = size = 0
+    pending: dict[str, list[dict[str, Any]]] = {}
+
+    def send(service: str, value: bytes) -> None:
+        nonlocal messages, size
+        producer.send(topic, key=service.encode(), value=value)
+        messages += 1
+        size += len(value)
+
+    try:
+        for i, record in enumerate(events(n, services, seed, int(time.time() * 1000))):
+            service = record["service"]
+            if shape == "single":
+                send(service, codec.encode("RequestEvent", record))
+            else:
+                batch = pending.setdefault(service, [])
+                batch.append(record)
+                if len(batch) == BATCH_EVENTS:
+                    send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
+                    del pending[service]
+            if progress is not None and i % 50_000 == 0:
+                progress(i / n)
+        for service, batch in pending.items():
+            send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
+        producer.flush()
+    finally:
+        producer.close()
+    return Load(shape, namespace, topic, settings.partitions, messages, n, size, time.monotonic() - started)

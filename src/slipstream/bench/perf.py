@@ -1,0 +1,190 @@
+"""``slipstream bench``: the baseline ladder and the real pipeline on the same pre-loaded topics.
+
+Every figure is a ratio to a baseline measured in the same run (PERFORMANCE.md):
+these machines are shared and noisy. Each step drains the same topic ``repeats``
+times; the median and the spread (min, max) are reported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kafka.admin import KafkaAdminClient
+
+from slipstream.bench import ladder
+from slipstream.bench.load import SHAPES, Load, preload, write_catalogue
+from slipstream.bench.pipeline import run_pipeline
+from slipstream.catalogue_file import load_catalogue
+from slipstream.settings import Settings
+from slipstream.stack.kafka import ensure_jars
+
+BENCH_METRICS_PORT = 9471
+PACKAGES = ("fastavro", "aiokafka", "kafka-python", "faust-streaming", "redis",
+            "prometheus-client", "crc32c", "uvloop")  # fmt: skip
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": values}  # fmt: skip
+
+
+def versions(settings: Settings) -> dict[str, Any]:
+    found: dict[str, Any] = {"python": platform.python_version(), "kafka": settings.kafka_version}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    found["java"] = (java.stderr.splitlines() or ["?"])[0]
+    # kafka-python checks record CRCs with the crc32c package when it can import it.
+    from kafka.record import util
+
+    found["crc32c_active"] = (
+        getattr(util, "crc32c", None) is not None and found["crc32c"] is not None
+    )
+    found["uvloop_active"] = found["uvloop"] is not None
+    return found
+
+
+def _measure(name: str, shape: str, repeats: int, fn: Callable[[], float]) -> dict[str, Any]:
+    runs = []
+    for i in range(repeats):
+        value = fn()
+        runs.append(value)
+        say(f"  [{shape}] {name} run {i + 1}/{repeats}: {value:,.0f} events/s")
+    return spread(runs)
+
+
+def _cleanup(settings: Settings, namespaces: list[str], groups: list[str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        topics = [t for t in admin.list_topics()
+                  if any(t.startswith(f"{ns}.") for ns in namespaces)
+                  or any(t.startswith(f"{g}-") for g in groups)]  # fmt: skip
+        if topics:
+            admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
+def run_perf(settings: Settings, events: int, repeats: int, services: int) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:6]
+    workdir = Path(tempfile.mkdtemp(prefix="slipstream-bench-"))
+    catalogue_path = write_catalogue(workdir / "catalogue.yaml", services)
+    catalogue = load_catalogue(str(catalogue_path))  # fails early on a bad catalogue
+    jars = ensure_jars(settings)
+    started = time.monotonic()
+    namespaces: list[str] = []
+    groups: list[str] = []
+    result: dict[str, Any] = {
+        "events": events, "repeats": repeats, "services": services,
+        "slos": len(catalogue.all_slos()), "partitions": settings.partitions,
+        "versions": versions(settings), "shapes": {},
+    }  # fmt: skip
+    try:
+        for shape in SHAPES:
+            shaped = settings.replace(namespace=f"bench-{run_id}-{shape}")
+            namespaces.append(shaped.namespace)
+            say(f"[{shape}] loading {events:,} events into {shaped.namespace} …")
+            load = preload(shaped, shape, events, services, seed=1)
+            say(f"[{shape}] loaded {load.messages:,} messages, {load.bytes / 1e6:.1f} MB "
+                f"in {load.seconds:.0f} s")  # fmt: skip
+            result["shapes"][shape] = _bench_shape(
+                settings, load, repeats, jars, catalogue_path, workdir, groups
+            )
+    finally:
+        _cleanup(settings, namespaces, groups)
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def _bench_shape(
+    settings: Settings,
+    load: Load,
+    repeats: int,
+    jars: Path,
+    catalogue_path: Path,
+    workdir: Path,
+    groups: list[str],
+) -> dict[str, Any]:
+    """Every step of the ladder, then P, on one loaded topic."""
+    bootstrap = settings.kafka_bootstrap
+    catalogue = load_catalogue(str(catalogue_path))
+    rss: list[float] = []
+
+    def pipeline() -> float:
+        run = run_pipeline(settings, load, catalogue_path, BENCH_METRICS_PORT,
+                           workdir / "worker.log")  # fmt: skip
+        groups.append(run.group)
+        rss.append(run.peak_rss_mib)
+        return run.events_per_s
+
+    steps: dict[str, Callable[[], float]] = {
+        "B0": lambda: ladder.b0_consumer_perf(jars, bootstrap, load),
+        "B1": lambda: ladder.b1_aiokafka(bootstrap, load),
+        "B1 kafka-python": lambda: ladder.b1_kafka_python(bootstrap, load),
+        "B2": lambda: ladder.b2_decode(bootstrap, load),
+        "B3": lambda: ladder.b3_aggregate(bootstrap, load, catalogue),
+        "P": pipeline,
+    }
+    figures = {name: _measure(name, load.shape, repeats, fn) for name, fn in steps.items()}
+    p, b3, b0 = (figures[k]["median"] for k in ("P", "B3", "B0"))
+    return {
+        "messages": load.messages, "bytes": load.bytes, "steps": figures,
+        "P_over_B3": p / b3, "P_over_B0": p / b0, "worker_peak_rss_mib": max(rss),
+    }  # fmt: skip
+
+
+TARGETS = {"batched": 0.7, "single": 0.4}  # P / B3 (issue 6)
+
+
+def report(result: dict[str, Any]) -> str:
+    v = result["versions"]
+    lines = [
+        f"## Throughput, {result['events']:,} events, {result['services']} services "
+        f"({result['slos']} SLOs), {result['partitions']} partitions, "
+        f"{result['repeats']} runs per step",
+        "",
+        "| step | single-event messages (events/s) | batched messages (events/s) |",
+        "|---|---|---|",
+    ]
+    shapes = result["shapes"]
+    for step in shapes[SHAPES[0]]["steps"]:
+        cells = []
+        for shape in SHAPES:
+            s = shapes[shape]["steps"][step]
+            cells.append(f"{s['median']:,.0f} ({s['min']:,.0f} to {s['max']:,.0f})")
+        lines.append(f"| {step} | {' | '.join(cells)} |")
+    lines.append("")
+    for shape in SHAPES:
+        s = shapes[shape]
+        met = "met" if s["P_over_B3"] >= TARGETS[shape] else "NOT met"
+        lines.append(
+            f"- {shape}: P / B3 = **{s['P_over_B3']:.2f}** (target >= {TARGETS[shape]}: {met}), "
+            f"P / B0 = {s['P_over_B0']:.3f}, worker peak RSS {s['worker_peak_rss_mib']:.0f} MiB"
+        )
+    lines += [
+        "",
+        f"Python {v['python']}, Kafka {v['kafka']} ({v['java']}), fastavro {v['fastavro']}, "
+        f"aiokafka {v['aiokafka']}, kafka-python {v['kafka-python']}, "
+        f"faust-streaming {v['faust-streaming']}; crc32c active: {v['crc32c_active']}, "
+        f"uvloop active: {v['uvloop_active']}. {result['seconds']:.0f} s in all.",
+    ]
+    return "\n".join(lines)
