@@ -4,6 +4,7 @@ B0: Kafka's own ``ConsumerPerformance`` (the kafka-tools jar the broker runs fro
 B1: the Python client's raw poll loop, values discarded: aiokafka ``getmany`` (what
     faust uses) and kafka-python ``poll``.
 B2: B1 (aiokafka) + our Avro decode of every message.
+F:  faust-streaming with an agent that does nothing (the ceiling of a faust app).
 B3: B2 + classification and dict aggregation into (service, SLO, 10 s bucket) counts:
     the physical limit for Python business logic on this input.
 Each returns events per second (messages per second times events per message for the
@@ -13,7 +14,10 @@ steps that do not decode).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -103,6 +107,19 @@ def b1_kafka_python(bootstrap: str, load: Load) -> float:
     finally:
         consumer.close()
     return load.events / elapsed
+
+
+def f_faust(bootstrap: str, load: Load, timeout_s: float = 300) -> float:
+    """faust-streaming's own ceiling: an empty agent in its own process (``faust_floor``)."""
+    cmd = [sys.executable, "-m", "slipstream.bench.faust_floor", load.topic, str(load.messages)]
+    env = os.environ | {"SLIPSTREAM_KAFKA_BOOTSTRAP": bootstrap}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
+                         check=False)  # fmt: skip
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"the faust floor run failed ({out.returncode}): {out.stderr[-800:]}")
+    rate = float(json.loads(lines[-1])["messages_per_s"])
+    return rate * load.events / load.messages
 
 
 def decoder() -> Handler:

@@ -2,9 +2,11 @@
 
 The same events are loaded twice, into two namespaces: one Avro ``RequestEvent`` per
 message (what a service without the SDK sends) and ``RequestBatch`` messages of up to
-``BATCH_EVENTS`` events of one service (what the SDK sends). Traffic is skewed over
+``BATCH_EVENTS`` events of one service, sent when full or ``SDK_LINGER_MS`` old
+(what the SDK sends). Traffic is skewed over
 the services like real fleets (a few services carry most requests), event times
-are in order per service, 0.5 % of requests fail and latencies are log-normal.
+are in order at ``EVENT_RATE`` events per second, 0.5 % of requests fail and
+latencies are log-normal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from slipstream.settings import Settings
 from slipstream.streams.topics import ensure_topics
 
 BATCH_EVENTS = 100
-SPAN_MS = 30 * 60_000  # the events' times cover the half hour before the load
+SDK_LINGER_MS = 200  # the SDK sends a service's batch when full or this old (its default)
+# Event times as if the fleet produced this many events per second: SLOs are evaluated
+# per 10 s of event time, so a backlog that packs hours into a few seconds of reading
+# would cost evaluations no real backlog at this rate has.
+EVENT_RATE = 5000
 SHAPES = ("single", "batched")
 
 
@@ -71,7 +77,7 @@ def events(n: int, services: int, seed: int, end_ms: int) -> Iterator[dict[str, 
     names = [f"svc{i:03d}" for i in range(services)]
     weights = [1.0 / (rank + 1) for rank in range(services)]
     picks = rng.choices(names, weights, k=n)
-    start = end_ms - SPAN_MS
+    start = end_ms - n * 1000 // EVENT_RATE
     for i, service in enumerate(picks):
         failed = rng.random() < 0.005
         yield {
@@ -80,7 +86,7 @@ def events(n: int, services: int, seed: int, end_ms: int) -> Iterator[dict[str, 
             "operation": "GET /items",
             "status_code": 503 if failed else 200,
             "latency_ms": round(rng.lognormvariate(4.0, 0.8), 2),
-            "timestamp": start + i * SPAN_MS // n,
+            "timestamp": start + i * 1000 // EVENT_RATE,
             "version": "v1",
             "region": "local",
             "callee": None,
@@ -122,7 +128,8 @@ def preload(
             else:
                 batch = pending.setdefault(service, [])
                 batch.append(record)
-                if len(batch) == BATCH_EVENTS:
+                full = len(batch) == BATCH_EVENTS
+                if full or record["timestamp"] - batch[0]["timestamp"] >= SDK_LINGER_MS:
                     send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
                     del pending[service]
             if progress is not None and i % 50_000 == 0:
@@ -132,4 +139,6 @@ def preload(
         producer.flush()
     finally:
         producer.close()
-    return Load(shape, namespace, topic, settings.partitions, messages, n, size, time.monotonic() - started)
+    return Load(
+        shape, namespace, topic, settings.partitions, messages, n, size, time.monotonic() - started
+    )

@@ -23,7 +23,7 @@ from typing import Any
 from kafka.admin import KafkaAdminClient
 
 from slipstream.bench import ladder
-from slipstream.bench.load import SHAPES, Load, preload, write_catalogue
+from slipstream.bench.load import EVENT_RATE, SHAPES, Load, preload, write_catalogue
 from slipstream.bench.pipeline import run_pipeline
 from slipstream.catalogue_file import load_catalogue
 from slipstream.settings import Settings
@@ -142,6 +142,7 @@ def _bench_shape(
         "B1 kafka-python": lambda: ladder.b1_kafka_python(bootstrap, load),
         "B2": lambda: ladder.b2_decode(bootstrap, load),
         "B3": lambda: ladder.b3_aggregate(bootstrap, load, catalogue),
+        "F (faust, empty agent)": lambda: ladder.f_faust(bootstrap, load),
         "P": pipeline,
     }
     figures = {name: _measure(name, load.shape, repeats, fn) for name, fn in steps.items()}
@@ -160,7 +161,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"## Throughput, {result['events']:,} events, {result['services']} services "
         f"({result['slos']} SLOs), {result['partitions']} partitions, "
-        f"{result['repeats']} runs per step",
+        f"{result['repeats']} runs per step; event times as produced at {EVENT_RATE:,} events/s",
         "",
         "| step | single-event messages (events/s) | batched messages (events/s) |",
         "|---|---|---|",

@@ -16,7 +16,7 @@ changelog-backed table, so a restarted or rebalanced worker resumes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -93,7 +93,8 @@ class PolicyChange:
 
 @dataclass
 class MessageResult:
-    """What one message changed: table writes and deletes, and what to publish."""
+    """What one message (or micro-batch) changed: table writes and deletes, and what to
+    publish."""
 
     writes: dict[str, Any] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
@@ -107,6 +108,16 @@ class MessageResult:
     late_events: int = 0
     skipped_replayed: int = 0
     unknown_service_events: int = 0
+
+
+@dataclass
+class _Run:
+    """Requests of one SLO in one 10 s tick, counted per version."""
+
+    slo: Slo
+    tick: int
+    ts_ms: int  # the newest event time in the run
+    versions: dict[str | None, list[int]] = field(default_factory=dict)
 
 
 def windows_for(slo: Slo) -> set[int]:
@@ -137,7 +148,10 @@ class PartitionEngine:
         self.watermark_ms: int | None = None
         self._idle_clock_ms = 0
         self._offset = -1
+        # Buckets changed since the last end() (written then), and those the current
+        # message already counted into (the offset guard must not refuse its second event).
         self._touched: set[tuple[str, str, int, int]] = set()
+        self._guarded: set[tuple[str, str, int, int]] = set()
         self._dirty_state: set[tuple[str, str]] = set()
         self._result = MessageResult()
 
@@ -165,9 +179,10 @@ class PartitionEngine:
     # -- processing -----------------------------------------------------------------------
 
     def begin(self, offset: int) -> None:
+        """Start a message. Several messages may be absorbed before one ``end()``: their
+        table changes then come out once (a micro-batch)."""
         self._offset = offset
-        self._touched.clear()
-        self._result = MessageResult()
+        self._guarded.clear()
 
     def absorb(self, request: Request) -> None:
         slos = self.catalogue.slos_of(request.service)
@@ -177,6 +192,38 @@ class PartitionEngine:
         for slo in slos:
             bad = 1 if slo.sli.is_bad(request) else 0
             self._absorb_counts(slo, request.version, request.timestamp_ms, bad, 1)
+
+    def absorb_many(self, requests: Sequence[Request]) -> None:
+        """The requests of one message, counted as runs: consecutive requests of an SLO in
+        the same 10 s tick become one count per version. Each SLO sees its runs in event
+        order, so its windows, alerts and table are exactly those of one by one; a deploy
+        that starts or ends inside a tick counts that tick's run whole."""
+        current: dict[int, _Run] = {}  # id(slo) -> its open run
+        runs: list[_Run] = []
+        unknown = 0
+        for request in requests:
+            slos = self.catalogue.slos_of(request.service)
+            if not slos:
+                unknown += 1
+                continue
+            ts = request.timestamp_ms
+            tick = ts // FINE_MS
+            for slo in slos:
+                run = current.get(id(slo))
+                if run is None or run.tick != tick:
+                    run = current[id(slo)] = _Run(slo, tick, ts)
+                    runs.append(run)
+                elif ts > run.ts_ms:
+                    run.ts_ms = ts
+                counts = run.versions.get(request.version)
+                if counts is None:
+                    counts = run.versions[request.version] = [0, 0]
+                counts[0] += slo.sli.is_bad(request)
+                counts[1] += 1
+        self._result.unknown_service_events += unknown
+        for run in runs:
+            for version, (bad, total) in run.versions.items():
+                self._absorb_counts(run.slo, version, run.ts_ms, bad, total)
 
     def absorb_tally(
         self, service: str, slo_name: str, version: str | None, ts_ms: int, bad: int, total: int
@@ -211,13 +258,14 @@ class PartitionEngine:
         for res in RESOLUTIONS:
             index = ts // res
             mark = (slo.service, slo.name, res, index)
-            if mark not in self._touched:
+            if mark not in self._guarded:
                 bucket = rt.windows.series[res].get(index)
                 if bucket is not None and bucket.offset >= self._offset:
                     # The offset guard: this message was absorbed before a restart.
                     self._result.skipped_replayed += total if res == COARSE_MS else 0
                     counted = counted and res != FINE_MS
                     continue
+                self._guarded.add(mark)
                 self._touched.add(mark)
             rt.windows.add(res, index, bad, total, self._offset)
         return counted

@@ -1,22 +1,27 @@
 """The faust worker: consumes the source topics as raw bytes, runs the SLO engine, publishes.
 
-Per message: the input side (``ingest``) decodes and validates, dead-letters
-what fails; the partition's engine counts the requests, evaluates its SLOs at
-event time and returns the table changes and outputs, which are written while
-the message is still the current event (so changelog records land on the
-message's partition) and sent before its offset is committed.
+Messages come in micro-batches (up to ``BATCH_MAX_MESSAGES`` or ``BATCH_WITHIN_S``).
+Per message, the input side (``ingest``) decodes and validates, dead-letters what
+fails, and the partition's engine counts the requests and evaluates its SLOs at
+event time. Per batch and partition, the engine's table changes (one per touched
+bucket) are written with one of that partition's messages as the current event (so
+changelog records land on the message's partition), outputs are sent, and only then
+are the batch's offsets acknowledged for commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from slipstream import conventions
@@ -44,11 +49,40 @@ from slipstream.streams.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 REDIS_FLUSH_INTERVAL_S = 1.0
+# A micro-batch closes at this many messages or after this long, whichever comes first.
+BATCH_MAX_MESSAGES = 5000
+BATCH_WITHIN_S = 0.2
 BUDGET_FLUSH_INTERVAL_S = 5.0
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def use_uvloop() -> bool:
+    """Run faust on uvloop when it is installed (measured: faust hands over ~20 % more
+    messages per second on it); call before the app's event loop exists."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    import mode.loop
+
+    mode.loop.use("uvloop")
+    return True
+
+
+@contextlib.contextmanager
+def event_context(event: faust.EventT[Any]) -> Iterator[None]:
+    """Make ``event`` faust's current event in this task while table writes are made (they
+    take their changelog partition from it: faust #497). Only the context variable: the
+    stream's own ``current_event`` attribute belongs to ``take_events``, which reads it
+    to know which event a buffered value came from."""
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 class EngineHost:
@@ -148,11 +182,13 @@ class SloWorker:
         self.host = EngineHost(catalogue, self.table)
 
         # concurrency=1: a counting agent must never commit past an unfinished event
-        # (faust #606).
+        # (faust #606). Events come in micro-batches; take_events acks them only after
+        # the loop body has handled them, table writes included.
         @app.agent(self.sources, concurrency=1)
         async def consume_sources(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-            async for event in stream.events():
-                await self.handle(event)
+            batches = stream.take_events(BATCH_MAX_MESSAGES, BATCH_WITHIN_S)  # type: ignore[attr-defined]
+            async for events in batches:
+                await self.handle_batch(events)
                 yield None
 
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
@@ -160,7 +196,22 @@ class SloWorker:
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         self.table.on_recover(self.on_recovered)
 
-    async def handle(self, event: faust.EventT[Any]) -> None:
+    async def handle_batch(self, events: list[Any]) -> None:
+        """Absorb a micro-batch message by message, then close each partition's engine
+        once: one table write per touched bucket per batch, not per event."""
+        by_partition: dict[int, list[Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        for owned in by_partition.values():
+            engine: PartitionEngine | None = None
+            for event in owned:
+                engine = await self.absorb(event) or engine
+            if engine is not None:
+                with event_context(owned[-1]):
+                    await self.apply(engine.end())
+
+    async def absorb(self, event: faust.EventT[Any]) -> PartitionEngine | None:
+        """Decode, dead-letter or count one message; the engine that counted it, if any."""
         msg, metrics = event.message, self.metrics
         topic = self.base_of.get(msg.topic, "other")
         value: bytes = event.value or b""
@@ -187,15 +238,15 @@ class SloWorker:
             metrics.input_events.labels(topic).inc(accepted)
         if result.duplicates:
             metrics.duplicate_events.labels(topic).inc(result.duplicates)
-        if result.requests or result.deploys:
-            engine = self.host.engine(msg.partition)
-            engine.begin(msg.offset)
-            for request in result.requests:
-                engine.absorb(request)
-            for deploy in result.deploys:
-                engine.absorb_deploy(deploy)
-                self.state.add_deploy(deploy)
-            await self.apply(engine.end())
+        if not accepted:
+            return None
+        engine = self.host.engine(msg.partition)
+        engine.begin(msg.offset)
+        engine.absorb_many(result.requests)
+        for deploy in result.deploys:
+            engine.absorb_deploy(deploy)
+            self.state.add_deploy(deploy)
+        return engine
 
     async def apply(self, result: MessageResult) -> None:
         table = self.table
@@ -279,6 +330,7 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
+    uvloop = use_uvloop()
     catalogue = load_catalogue(settings.catalogue or None)
     created = ensure_topics(settings)
     if created:
@@ -295,7 +347,8 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     print(
         f"worker: group {slo_worker.group} on "
         f"{settings.kafka_bootstrap}; catalogue {catalogue.source} "
-        f"({len(catalogue.all_slos())} SLOs); metrics on http://{settings.metrics_addr}/metrics",
+        f"({len(catalogue.all_slos())} SLOs); metrics on http://{settings.metrics_addr}/metrics"
+        f"{'; uvloop' if uvloop else ''}",
         flush=True,
     )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
