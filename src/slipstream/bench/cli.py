@@ -18,8 +18,8 @@ from slipstream.bench.correlation import (
 )
 from slipstream.settings import Settings
 
-SHORT_EVENTS, SHORT_REPEATS = 200_000, 1
-FULL_EVENTS, FULL_REPEATS = 1_000_000, 3
+SHORT_EVENTS, SHORT_REPEATS, SHORT_SAMPLES, SHORT_SIZES = 100_000, 1, 2, (100, 1000)
+FULL_EVENTS, FULL_REPEATS, FULL_SAMPLES, FULL_SIZES = 1_000_000, 3, 10, (100, 1000, 10_000)
 
 
 def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -27,7 +27,9 @@ def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     events = args.events or (SHORT_EVENTS if args.short else FULL_EVENTS)
     repeats = args.repeats or (SHORT_REPEATS if args.short else FULL_REPEATS)
-    result = perf.run_perf(settings, events, repeats, args.services)
+    samples = args.latency_samples or (SHORT_SAMPLES if args.short else FULL_SAMPLES)
+    sizes = SHORT_SIZES if args.short else FULL_SIZES
+    result = perf.run_perf(settings, events, repeats, args.services, samples, sizes)
     print(perf.report(result))
     if args.out:
         with open(args.out, "w") as fh:
@@ -58,6 +60,7 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     perf.add_argument("--events", type=int, help=f"events per topic (default {FULL_EVENTS:,})")
     perf.add_argument("--repeats", type=int, help=f"runs per step (default {FULL_REPEATS})")
     perf.add_argument("--services", type=int, default=50, help="services (2 SLOs each)")
+    perf.add_argument("--latency-samples", type=int, help="alert latency samples per load level")
     corr = bench.add_argument_group("correlation")
     corr.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
     corr.add_argument("--seeds", choices=["reporting", "tuning"], default="reporting")

@@ -52,6 +52,7 @@ def main(topic: str, messages: int) -> None:
             yield None
 
     worker = faust.Worker(app, loglevel="error", quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # no terminal escape codes in the line the bench parses
     worker.execute_from_commandline()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -115,10 +116,10 @@ def f_faust(bootstrap: str, load: Load, timeout_s: float = 300) -> float:
     env = os.environ | {"SLIPSTREAM_KAFKA_BOOTSTRAP": bootstrap}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
                          check=False)  # fmt: skip
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if not lines:
+    found = re.findall(r"\{.*\}", out.stdout)
+    if not found:
         raise RuntimeError(f"the faust floor run failed ({out.returncode}): {out.stderr[-800:]}")
-    rate = float(json.loads(lines[-1])["messages_per_s"])
+    rate = float(json.loads(found[-1])["messages_per_s"])
     return rate * load.events / load.messages
 
 

@@ -66,8 +66,11 @@ def bench_catalogue(services: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def write_catalogue(path: Path, services: int) -> Path:
-    path.write_text(yaml.safe_dump(bench_catalogue(services), sort_keys=False))
+def write_catalogue(path: Path, services: int, extra: dict[str, Any] | None = None) -> Path:
+    """The bench catalogue, with ``extra`` services (the latency targets) added."""
+    catalogue = bench_catalogue(services)
+    catalogue["services"].update(extra or {})
+    path.write_text(yaml.safe_dump(catalogue, sort_keys=False))
     return path
 
 

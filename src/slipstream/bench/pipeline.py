@@ -8,6 +8,7 @@ over the time between them (start-up and group join are not throughput).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +40,8 @@ class PipelineRun:
     group: str
 
 
-def _consumed(url: str) -> int | None:
+def consumed(url: str) -> int | None:
+    """Messages of the request topic the worker at ``url`` has consumed (None: not up)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             text = response.read().decode()
@@ -58,12 +61,12 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def worker_env(
-    settings: Settings, load: Load, catalogue: Path, group: str, port: int
+    settings: Settings, namespace: str, catalogue: Path, group: str, port: int
 ) -> dict[str, str]:
     return os.environ | {
         "SLIPSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "SLIPSTREAM_REDIS_URL": settings.redis_url,
-        "SLIPSTREAM_NAMESPACE": load.namespace,
+        "SLIPSTREAM_NAMESPACE": namespace,
         "SLIPSTREAM_CONSUMER_GROUP": group,
         "SLIPSTREAM_CATALOGUE": str(catalogue),
         "SLIPSTREAM_METRICS_ADDR": f"127.0.0.1:{port}",
@@ -71,34 +74,19 @@ def worker_env(
     }
 
 
-def run_pipeline(
-    settings: Settings, load: Load, catalogue: Path, port: int, log: Path, timeout_s: float = 600
-) -> PipelineRun:
-    group = f"bench-p-{uuid.uuid4().hex[:8]}"
-    url = f"http://127.0.0.1:{port}/metrics"
-    env = worker_env(settings, load, catalogue, group, port)
-    started = time.perf_counter()
+@contextlib.contextmanager
+def worker_process(
+    settings: Settings, namespace: str, catalogue: Path, port: int, log: Path, group: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The real worker in its own process, in consumer group ``group``; SIGTERM at the end."""
+    env = worker_env(settings, namespace, catalogue, group, port)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "slipstream.streams.cli", "worker"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        first: tuple[float, int] | None = None
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited with {proc.returncode}; see {log}")
-            now = time.perf_counter()
-            if now - started > timeout_s:
-                raise RuntimeError(f"the worker did not drain {load.topic} in {timeout_s:.0f} s")
-            seen = _consumed(url)
-            if seen:
-                if first is None:
-                    first = (now, seen)
-                if seen >= load.messages and now > first[0]:
-                    break
-            time.sleep(SCRAPE_INTERVAL_S)
-        rss = _peak_rss_mib(proc.pid)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -107,5 +95,29 @@ def run_pipeline(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def run_pipeline(
+    settings: Settings, load: Load, catalogue: Path, port: int, log: Path, timeout_s: float = 600
+) -> PipelineRun:
+    group = f"bench-p-{uuid.uuid4().hex[:8]}"
+    url = f"http://127.0.0.1:{port}/metrics"
+    started = time.perf_counter()
+    with worker_process(settings, load.namespace, catalogue, port, log, group) as proc:
+        first: tuple[float, int] | None = None
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited with {proc.returncode}; see {log}")
+            now = time.perf_counter()
+            if now - started > timeout_s:
+                raise RuntimeError(f"the worker did not drain {load.topic} in {timeout_s:.0f} s")
+            seen = consumed(url)
+            if seen:
+                if first is None:
+                    first = (now, seen)
+                if seen >= load.messages and now > first[0]:
+                    break
+            time.sleep(SCRAPE_INTERVAL_S)
+        rss = _peak_rss_mib(proc.pid)
     rate = (load.messages - first[1]) / (now - first[0]) * load.events / load.messages
     return PipelineRun(rate, first[0] - started, rss, group)

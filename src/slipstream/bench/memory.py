@@ -1,0 +1,88 @@
+"""Memory per active SLO with full windows: the worker's engine restored from a changelog in
+which every bucket of every resolution, back to the 30-day period, holds counts.
+
+Run as ``python -m slipstream.bench.memory SLOS`` (a fresh process per size, so one
+size's garbage cannot hide in another's figure); prints one JSON line with the resident
+set size before and after the restore.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from slipstream.slo.catalogue import parse_catalogue
+from slipstream.slo.engine import PartitionEngine, windows_for
+from slipstream.slo.windows import FINE_MS, RES_CODE, RESOLUTIONS_MS, WindowCounts
+
+
+def rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def catalogue_of(slos: int) -> dict[str, Any]:
+    services = max(slos // 2, 1)
+    return {
+        "services": {
+            f"svc{i:05d}": {
+                "slos": [
+                    {"name": f"slo{j}", "objective": 99.9, "period": "30d",
+                     "sli": {"kind": "availability"}}
+                    for j in range(slos // services + (i < slos % services))
+                ]
+            }
+            for i in range(services)
+        }
+    }  # fmt: skip
+
+
+def full_changelog(engine: PartitionEngine, now_ms: int) -> Iterator[tuple[str, Any]]:
+    """Table entries of every SLO: all buckets each resolution keeps, and the SLO's state."""
+    for slo in engine.catalogue.all_slos():
+        keeps = WindowCounts(windows_for(slo)).series
+        for res in RESOLUTIONS_MS:
+            newest = now_ms // res
+            for index in range(newest - keeps[res].keep + 1, newest + 1):
+                key = f"0|b|{slo.service}|{slo.name}|{RES_CODE[res]}|{index}"
+                yield key, [index % 7, 1000 + index % 13, 10_000 + index % 1000]
+        state = {
+            "clock_ms": now_ms // FINE_MS * FINE_MS,
+            "first_clock_ms": now_ms - 30 * 86_400_000,
+        }
+        yield f"0|s|{slo.service}|{slo.name}", state
+
+
+def measure(slos: int) -> dict[str, Any]:
+    catalogue = parse_catalogue(catalogue_of(slos), f"{slos} SLOs")
+    engine = PartitionEngine(0, catalogue)
+    gc.collect()
+    before = rss_kib()
+    started = time.perf_counter()
+    entries = engine.restore(full_changelog(engine, int(time.time() * 1000)))
+    seconds = time.perf_counter() - started
+    gc.collect()
+    after = rss_kib()
+    return {"slos": slos, "entries": entries, "rss_before_kib": before, "rss_after_kib": after,
+            "kib_per_slo": (after - before) / slos, "restore_s": seconds}  # fmt: skip
+
+
+def measure_in_subprocess(slos: int, timeout_s: float = 900) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "slipstream.bench.memory", str(slos)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory run for {slos} SLOs failed: {out.stderr[-800:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(int(sys.argv[1]))), flush=True)

@@ -1,0 +1,28 @@
+"""`slipstream bench` (perf) in miniature against the session's broker: every figure is there."""
+
+from __future__ import annotations
+
+from slipstream.bench.perf import report, run_perf
+from slipstream.settings import Settings
+from slipstream.stack.process import free_port
+
+
+def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Settings) -> None:
+    result = run_perf(settings, events=20_000, repeats=1, services=5, latency_samples=1,
+                      memory_sizes=(10,), metrics_port=free_port())  # fmt: skip
+    for shape in ("single", "batched"):
+        steps = result["shapes"][shape]["steps"]
+        assert set(steps) == {"B0", "B1", "B1 kafka-python", "B2", "B3",
+                              "F (faust, empty agent)", "P"}  # fmt: skip
+        assert all(s["median"] > 0 for s in steps.values()), steps
+        assert result["shapes"][shape]["P_over_B3"] > 0
+    for level in ("0%", "50%", "90%"):
+        measured = result["latency"][level]
+        assert measured["n"] == 1 and measured["missed"] == 0, measured
+        assert 0 < measured["p50"] < 30
+    assert result["latency"]["90%"]["background_events_per_s"] > 0
+    (memory,) = result["memory"]
+    assert memory["slos"] == 10 and memory["kib_per_slo"] > 0
+    text = report(result)
+    for heading in ("## Throughput", "## Alert latency", "## Memory per SLO", "P / B3"):
+        assert heading in text
