@@ -4,7 +4,8 @@ Every window is counted afresh from the sorted list of all absorbed event times
 (no buckets, no running sums, no resolutions other than the window's start).
 
 It follows the engine's evaluation schedule (its specification: per-SLO clocks in
-10 s steps, the idle rule, window starts) but shares none of its counting code.
+10 s steps, firing inside the open tick at FAST_MS steps, the idle rule, window starts)
+but shares none of its counting code.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining
 from slipstream.slo.catalogue import Slo
-from slipstream.slo.engine import windows_for
+from slipstream.slo.engine import FAST_MS, windows_for
 from slipstream.slo.events import Request
 from slipstream.slo.windows import FINE_MS, window_start_ms
 
@@ -29,6 +30,7 @@ class _OracleSlo:
     first: int | None = None
     machine: AlertMachine = field(default_factory=AlertMachine)
     evaluations: list[tuple[int, dict[int, tuple[int, int]]]] = field(default_factory=list)
+    fast: int = 0
 
     def windows(self, clock: int) -> dict[int, tuple[int, int]]:
         out = {}
@@ -43,6 +45,22 @@ class _OracleSlo:
         insort(self.all_ts, ts)
         if bad:
             insort(self.bad_ts, ts)
+
+    def fire_inside_tick(self, step: int, transitions: list[Transition]) -> None:
+        """The first event past a FAST_MS step inside the open tick: may a tier fire?"""
+        if step <= self.fast:
+            return
+        self.fast = step
+        assert self.clock is not None and self.first is not None
+        lo, hi = self.clock, self.clock + FINE_MS
+        open_total = bisect_left(self.all_ts, hi) - bisect_left(self.all_ts, lo)
+        open_bad = bisect_left(self.bad_ts, hi) - bisect_left(self.bad_ts, lo)
+        if not open_bad:
+            return
+        windows = {w: (b + open_bad, t + open_total) for w, (b, t) in self.windows(lo).items()}
+        t = self.machine.evaluate(self.slo, step, windows, step - self.first, may_clear=False)
+        if t is not None:
+            transitions.append(t)
 
     def advance(self, target: int, transitions: list[Transition]) -> None:
         if self.clock is None:
@@ -76,6 +94,9 @@ def oracle(
                 boundary = r.timestamp_ms // FINE_MS * FINE_MS
                 if o.clock is None or boundary > o.clock:
                     o.advance(boundary, transitions)
+                    o.fast = r.timestamp_ms // FAST_MS * FAST_MS
+                elif r.timestamp_ms >= o.clock:
+                    o.fire_inside_tick(r.timestamp_ms // FAST_MS * FAST_MS, transitions)
                 o.absorb(r.timestamp_ms, o.slo.sli.is_bad(r))
         if watermark is not None:
             idle = (watermark - idle_lateness_ms) // FINE_MS * FINE_MS

@@ -199,3 +199,26 @@ def test_a_message_counted_as_runs_is_counted_as_its_events_one_by_one(
     assert {k: rt.latest for k, rt in engine_b.runtimes.items()} == {
         k: rt.latest for k, rt in engine_a.runtimes.items()
     }
+
+
+def test_an_alert_fires_inside_the_tick_at_the_step_after_the_tipping_event() -> None:
+    """Sub-second alerts. After 10 min of good traffic (1/s), bad events every 100 ms from
+    1 s into a tick: the "fast" tier (2 min / 30 s, 2x a 1 % budget) holds with the 3rd
+    (3 / 123 over 2 min), so the 4th, at the next 100 ms step and still inside the same
+    10 s tick, carries the firing record."""
+    cat = catalogue(0)
+    history = [Request(f"h{i}", "a", "GET /", 200, 5.0, T0 + i * 1000) for i in range(600)]
+    start = T0 + 600_000 + 1_000  # 1 s into a tick
+    burst = [Request(f"b{i}", "a", "GET /", 503, 5.0, start + i * 100) for i in range(60)]
+    engine = PartitionEngine(0, cat)
+    fired: list[tuple[int, int]] = []
+    for offset, r in enumerate(history + burst):
+        engine.begin(offset)
+        engine.absorb(r)
+        for t, _ in engine.end().transitions:
+            if t.state == "firing" and t.slo == "avail":
+                fired.append((offset - len(history), t.event_time_ms))
+    assert fired, "no alert"
+    index, event_time = fired[0]
+    assert index == 3
+    assert event_time == burst[3].timestamp_ms < start // 10_000 * 10_000 + 10_000

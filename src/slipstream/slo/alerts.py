@@ -96,10 +96,13 @@ class AlertMachine:
         clock_ms: int,
         windows: Mapping[int, tuple[int, int]],
         observed_ms: int,
+        may_clear: bool = True,
     ) -> Transition | None:
         """Update every tier at ``clock_ms`` and return the incident's transition, if any.
 
         ``observed_ms``: how long the SLO has had a clock (event time since its first event).
+        ``may_clear=False`` (the engine's evaluations inside a 10 s tick): tiers may become
+        active, never start or finish clearing; that waits for the tick's close.
         """
         budget = slo.error_budget
         rates: dict[str, tuple[float, float]] = {}
@@ -118,6 +121,8 @@ class AlertMachine:
                     and observed_ms >= tier.short_window_ms
                 ):
                     state.active, state.clear_since_ms = True, None
+            elif not may_clear:
+                continue
             elif br_short >= tier.factor:
                 state.clear_since_ms = None
             elif state.clear_since_ms is None:

@@ -39,6 +39,10 @@ RESOLUTIONS: Final = (FINE_MS, MEDIUM_MS, COARSE_MS)
 EPISODE_DECIDE_MS: Final = 30 * 60_000  # an episode's verdict is revised for this long
 EPISODE_PRE_MS: Final = 60 * 60_000
 _CODE_RES: Final = {v: k for k, v in RES_CODE.items()}
+# Inside a 10 s tick an alert may fire at this step of event time (sub-second alerts):
+# the first event past each step, when the open tick holds bad events, evaluates the
+# tiers on the windows plus the open tick so far. Clearing waits for the tick's close.
+FAST_MS: Final = 100
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class SloRuntime:
     latest_emitted: bool = True
     cusum: Cusum | None = None
     episode: dict[str, Any] | None = None  # the open budget-drop episode
+    fast_ms: int = 0  # the last step inside a tick evaluated for firing (event time)
 
     @property
     def clock_ms(self) -> int | None:
@@ -112,7 +117,7 @@ class MessageResult:
 
 @dataclass
 class _Run:
-    """Requests of one SLO in one 10 s tick, counted per version."""
+    """Requests of one SLO in one ``FAST_MS`` step, counted per version."""
 
     slo: Slo
     tick: int
@@ -195,9 +200,9 @@ class PartitionEngine:
 
     def absorb_many(self, requests: Sequence[Request]) -> None:
         """The requests of one message, counted as runs: consecutive requests of an SLO in
-        the same 10 s tick become one count per version. Each SLO sees its runs in event
-        order, so its windows, alerts and table are exactly those of one by one; a deploy
-        that starts or ends inside a tick counts that tick's run whole."""
+        the same ``FAST_MS`` step become one count per version. Each SLO sees its runs in
+        event order, so its windows, alerts and table are exactly those of one by one; a
+        deploy that starts or ends inside a step counts that step's run whole."""
         current: dict[int, _Run] = {}  # id(slo) -> its open run
         runs: list[_Run] = []
         unknown = 0
@@ -207,7 +212,7 @@ class PartitionEngine:
                 unknown += 1
                 continue
             ts = request.timestamp_ms
-            tick = ts // FINE_MS
+            tick = ts // FAST_MS
             for slo in slos:
                 run = current.get(id(slo))
                 if run is None or run.tick != tick:
@@ -243,8 +248,13 @@ class PartitionEngine:
         boundary = ts // FINE_MS * FINE_MS
         if rt.clock_ms is None or boundary > rt.clock_ms:
             self._advance(rt, boundary)
+            # The event that opens a tick is the first of its step: nothing before it to fire
+            # on (and a replay of it must not evaluate the step again).
+            rt.fast_ms = ts // FAST_MS * FAST_MS
         elif ts < rt.clock_ms:
             self._result.late_events += total
+        elif ts // FAST_MS * FAST_MS > rt.fast_ms:
+            self._evaluate_open_tick(rt, ts // FAST_MS * FAST_MS)
         if self._count(rt, ts, bad, total):
             self.deploys.count(slo.service, version, ts, slo.name, bad, total)
 
@@ -312,19 +322,7 @@ class PartitionEngine:
         rt.latest = snapshot
         self._result.latest[(slo.service, slo.name)] = snapshot
         if transition is not None:
-            self._result.transitions.append((transition, snapshot))
-            episode = rt.episode or {}
-            if episode.get("verdict") == "EXTERNAL":
-                self._result.causes[transition.alert_id] = "external"
-            else:
-                suspect = (
-                    episode.get("deploy_id")
-                    if episode.get("verdict") in ("ATTRIBUTED", "SUSPECTED", "AMBIGUOUS")
-                    else self.deploys.suspect(slo.service, slo.name, clock)
-                )
-                if suspect:
-                    self._result.suspects[transition.alert_id] = suspect
-                    self._result.causes[transition.alert_id] = "deploy"
+            self._emit(rt, transition, snapshot, clock)
         due = rt.last_emit_ms is None or clock - rt.last_emit_ms >= self.budget_interval_ms
         if transition is not None or due:
             self._result.snapshots.append(snapshot)
@@ -332,6 +330,45 @@ class PartitionEngine:
             rt.latest_emitted = True
         else:
             rt.latest_emitted = False
+
+    def _evaluate_open_tick(self, rt: SloRuntime, step_ms: int) -> None:
+        """May a tier fire at ``step_ms`` inside the open tick? Windows plus the tick so far."""
+        slo = rt.slo
+        rt.fast_ms = step_ms
+        self._dirty_state.add((slo.service, slo.name))
+        assert rt.clock_ms is not None
+        open_bad, open_total = rt.windows.series[FINE_MS].counts(rt.clock_ms // FINE_MS)
+        if not open_bad:
+            return  # only good events since the tick opened: nothing can start firing
+        windows = {}
+        for w in rt.windows.windows_ms:
+            bad, total = rt.windows.window(w)
+            windows[w] = (bad + open_bad, total + open_total)
+        observed = step_ms - (rt.first_clock_ms if rt.first_clock_ms is not None else step_ms)
+        transition = rt.machine.evaluate(slo, step_ms, windows, observed, may_clear=False)
+        if transition is not None:
+            snapshot = self._snapshot(rt, windows)
+            self._emit(rt, transition, snapshot, step_ms)
+            self._result.snapshots.append(snapshot)
+
+    def _emit(
+        self, rt: SloRuntime, transition: Transition, snapshot: BudgetSnapshot, clock: int
+    ) -> None:
+        """Publish a transition with what the correlation says about its cause."""
+        slo = rt.slo
+        self._result.transitions.append((transition, snapshot))
+        episode = rt.episode or {}
+        if episode.get("verdict") == "EXTERNAL":
+            self._result.causes[transition.alert_id] = "external"
+            return
+        suspect = (
+            episode.get("deploy_id")
+            if episode.get("verdict") in ("ATTRIBUTED", "SUSPECTED", "AMBIGUOUS")
+            else self.deploys.suspect(slo.service, slo.name, clock)
+        )
+        if suspect:
+            self._result.suspects[transition.alert_id] = suspect
+            self._result.causes[transition.alert_id] = "deploy"
 
     def _control_windows(self, slo: Slo) -> dict[str, WindowCounts]:
         """Counts of the SLOs that can serve as controls for ``slo``: their services neither
@@ -512,6 +549,7 @@ class PartitionEngine:
             rt = self.runtimes[(service, slo_name)]
             result.writes[self._state_key(service, slo_name)] = {
                 "clock_ms": rt.clock_ms,
+                "fast_ms": rt.fast_ms,
                 "first_clock_ms": rt.first_clock_ms,
                 "cusum": [rt.cusum.s, rt.cusum.zero_at_ms, rt.cusum.onset_ms] if rt.cusum else None,
                 "episode": rt.episode,
@@ -587,6 +625,7 @@ class PartitionEngine:
             rt = self._runtime(slo)
             rt.machine = AlertMachine.from_dict(state.get("machine", {}))
             rt.last_emit_ms = state.get("last_emit_ms")
+            rt.fast_ms = state.get("fast_ms") or 0
             rt.first_clock_ms = state.get("first_clock_ms")
             rt.episode = state.get("episode")
             if state.get("cusum") is not None:
