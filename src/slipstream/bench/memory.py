@@ -14,11 +14,11 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from slipstream.slo.catalogue import parse_catalogue
+from slipstream.slo.catalogue import Slo, parse_catalogue
 from slipstream.slo.engine import PartitionEngine, windows_for
 from slipstream.slo.windows import FINE_MS, RES_CODE, RESOLUTIONS_MS, WindowCounts
 
@@ -45,20 +45,20 @@ def catalogue_of(slos: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def full_changelog(engine: PartitionEngine, now_ms: int) -> Iterator[tuple[str, Any]]:
-    """Table entries of every SLO: all buckets each resolution keeps, and the SLO's state."""
-    for slo in engine.catalogue.all_slos():
+def full_changelog(
+    slos: Iterable[Slo], now_ms: int, partition: int = 0
+) -> Iterator[tuple[str, Any]]:
+    """Table entries of ``slos``: all buckets each resolution keeps, and each SLO's state."""
+    for slo in slos:
         keeps = WindowCounts(windows_for(slo)).series
         for res in RESOLUTIONS_MS:
             newest = now_ms // res
             for index in range(newest - keeps[res].keep + 1, newest + 1):
-                key = f"0|b|{slo.service}|{slo.name}|{RES_CODE[res]}|{index}"
+                key = f"{partition}|b|{slo.service}|{slo.name}|{RES_CODE[res]}|{index}"
                 yield key, [index % 7, 1000 + index % 13, 10_000 + index % 1000]
-        state = {
-            "clock_ms": now_ms // FINE_MS * FINE_MS,
-            "first_clock_ms": now_ms - 30 * 86_400_000,
-        }
-        yield f"0|s|{slo.service}|{slo.name}", state
+        clock = now_ms // FINE_MS * FINE_MS
+        state = {"clock_ms": clock, "first_clock_ms": clock - 30 * 86_400_000}
+        yield f"{partition}|s|{slo.service}|{slo.name}", state
 
 
 def measure(slos: int) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def measure(slos: int) -> dict[str, Any]:
     gc.collect()
     before = rss_kib()
     started = time.perf_counter()
-    entries = engine.restore(full_changelog(engine, int(time.time() * 1000)))
+    entries = engine.restore(full_changelog(catalogue.all_slos(), int(time.time() * 1000)))
     seconds = time.perf_counter() - started
     gc.collect()
     after = rss_kib()
