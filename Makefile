@@ -8,7 +8,7 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint typecheck check stack-up stack-down stack-status worker clean
+.PHONY: help install demo test test-unit test-integration lint typecheck check stack-up stack-down stack-status worker bench bench-short clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ demo: install ## the main job: local stack + worker + live traffic (Ctrl-C stops
 
 test: install ## run the tests (unit + integration against the real Kafka, Redis, Prometheus)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install ## the full performance benchmark (starts the local stack; ~20 min)
+	$(BIN)/slipstream stack up
+	$(BIN)/slipstream bench --out bench-perf.json
+
+bench-short: install ## the short performance benchmark (~2 min)
+	$(BIN)/slipstream stack up
+	$(BIN)/slipstream bench --short
 
 test-unit: install ## unit tests only (no services)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

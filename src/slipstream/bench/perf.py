@@ -25,10 +25,11 @@ from kafka.admin import KafkaAdminClient
 from slipstream.bench import ladder, latency
 from slipstream.bench.load import EVENT_RATE, SHAPES, Load, preload, write_catalogue
 from slipstream.bench.memory import measure_in_subprocess
-from slipstream.bench.pipeline import consumed, run_pipeline, worker_process
+from slipstream.bench.pipeline import consumed, run_pipeline, worker_settings
 from slipstream.catalogue_file import load_catalogue
 from slipstream.settings import Settings
 from slipstream.stack.kafka import ensure_jars
+from slipstream.streams.supervise import worker_process
 from slipstream.streams.topics import ensure_topics
 
 BENCH_METRICS_PORT = 9471
@@ -201,13 +202,13 @@ def _bench_latency(
     catalogue = load_catalogue(str(path))
     shaped = settings.replace(namespace=f"bench-{uuid.uuid4().hex[:6]}-latency")
     ensure_topics(shaped)
-    url = f"http://127.0.0.1:{port}/metrics"
     group = f"bench-l-{uuid.uuid4().hex[:8]}"
+    child = worker_settings(settings, shaped.namespace, path, group, port)
     log = workdir / "worker-latency.log"
-    with worker_process(settings, shaped.namespace, path, port, log, group) as proc:
+    with worker_process(child, log, loglevel="warning") as proc:
         warm = preload(shaped, "batched", 1000, services, seed=2)  # the worker is consuming
         deadline = time.monotonic() + 120
-        while (consumed(url) or 0) < warm.messages:
+        while (consumed(child.metrics_addr) or 0) < warm.messages:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the latency worker did not start; see {log}")
             time.sleep(0.2)

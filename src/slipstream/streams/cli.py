@@ -30,6 +30,7 @@ def _settings_flags() -> argparse.ArgumentParser:
     g.add_argument("--alertmanager-url", dest="alertmanager_url", metavar="URL")
     g.add_argument("--metrics-addr", dest="metrics_addr", metavar="HOST:PORT")
     g.add_argument("--namespace", dest="namespace", metavar="NS")
+    g.add_argument("--consumer-group", dest="consumer_group", metavar="GROUP")
     g.add_argument("--catalogue", dest="catalogue", metavar="FILE")
     g.add_argument("--partitions", dest="partitions", type=int, metavar="N")
     g.add_argument("--stack-dir", dest="stack_dir", metavar="DIR")
