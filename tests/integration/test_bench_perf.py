@@ -8,7 +8,7 @@ from slipstream.stack.process import free_port
 
 
 def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Settings) -> None:
-    result = run_perf(settings, events=20_000, repeats=1, services=5, latency_samples=1,
+    result = run_perf(settings, events=100_000, repeats=1, services=5, latency_samples=1,
                       memory_sizes=(10,), metrics_port=free_port())  # fmt: skip
     for shape in ("single", "batched"):
         steps = result["shapes"][shape]["steps"]

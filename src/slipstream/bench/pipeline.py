@@ -72,6 +72,11 @@ def run_pipeline(
             seen = consumed(child.metrics_addr)
             if seen:
                 if first is None:
+                    if seen >= load.messages:
+                        raise ValueError(
+                            f"{load.messages} messages were drained between two scrapes "
+                            f"({SCRAPE_INTERVAL_S} s): too few to time; load more events"
+                        )
                     first = (now, seen)
                 if seen >= load.messages and now > first[0]:
                     break
