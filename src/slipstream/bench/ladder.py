@@ -32,9 +32,9 @@ from kafka import TopicPartition as KafkaTopicPartition
 from slipstream.bench.load import Load
 from slipstream.schemas.codec import AvroCodec
 from slipstream.slo.catalogue import Catalogue
+from slipstream.slo.windows import FINE_MS
 
 Handler = Callable[[list[Any]], int]  # a fetched batch of records -> events in it
-FINE_MS = 10_000
 
 
 def b0_consumer_perf(jars: Path, bootstrap: str, load: Load, timeout_s: float = 300) -> float:
@@ -139,18 +139,21 @@ def decoder() -> Handler:
 def aggregator(catalogue: Catalogue) -> tuple[Handler, dict[tuple[str, str, int], list[int]]]:
     """Decode, classify per SLO, count per (service, SLO, 10 s bucket) in a dict."""
     codec = AvroCodec()
-    # Per service: (SLO name, latency threshold or None for availability).
-    slos: dict[str, list[tuple[str, float | None]]] = {}
+    # Per service: (SLO name, latency threshold or None, bad status ranges).
+    slos: dict[str, list[tuple[str, float | None, tuple[tuple[int, int], ...]]]] = {}
     for slo in catalogue.all_slos():
         threshold = slo.sli.threshold_ms if slo.sli.kind == "latency" else None
-        slos.setdefault(slo.service, []).append((slo.name, threshold))
+        slos.setdefault(slo.service, []).append((slo.name, threshold, slo.sli.bad_status))
     counts: dict[tuple[str, str, int], list[int]] = {}
 
     def count(event: dict[str, Any]) -> None:
         bucket = event["timestamp"] // FINE_MS
-        failed = 500 <= event["status_code"] <= 599
-        for name, threshold in slos.get(event["service"], ()):
-            bad = failed if threshold is None else event["latency_ms"] > threshold
+        code = event["status_code"]
+        for name, threshold, bad_status in slos.get(event["service"], ()):
+            if threshold is None:
+                bad = any(lo <= code <= hi for lo, hi in bad_status)
+            else:
+                bad = event["latency_ms"] > threshold
             key = (event["service"], name, bucket)
             c = counts.get(key)
             if c is None:

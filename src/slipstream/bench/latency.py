@@ -25,6 +25,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from slipstream import conventions
+from slipstream.bench.load import request_record, zipf_services
 from slipstream.schemas.codec import AvroCodec
 from slipstream.slo.catalogue import Slo
 
@@ -61,17 +62,14 @@ def tipping_events(slo: Slo, history: int, history_span_ms: int) -> dict[tuple[i
 
 
 def _record(service: str, ts: int, bad: bool, i: int, run: str) -> dict[str, Any]:
-    return {"event_id": f"{run}-{service}-{i}", "service": service, "operation": "GET /",
-            "status_code": 503 if bad else 200, "latency_ms": 20.0, "timestamp": ts,
-            "version": "v1", "region": None, "callee": None}  # fmt: skip
+    return request_record(f"{run}-{service}-{i}", service, ts, bad, 20.0)
 
 
 def background(bootstrap: str, topic: str, rate: float, services: int, stop: Any) -> None:
     """Open-loop background traffic: ``rate`` events/s as SDK batches, until ``stop``."""
     codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
-    names = [f"svc{i:03d}" for i in range(services)]
-    weights = [1.0 / (rank + 1) for rank in range(services)]
+    names, weights = zipf_services(services)
     rng = random.Random(7)
     run = uuid.uuid4().hex[:6]
     step, sent, started = 0.02, 0, time.monotonic()

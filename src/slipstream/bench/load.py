@@ -74,26 +74,30 @@ def write_catalogue(path: Path, services: int, extra: dict[str, Any] | None = No
     return path
 
 
+def zipf_services(services: int) -> tuple[list[str], list[float]]:
+    """The bench catalogue's service names and Zipf weights (a few carry most traffic)."""
+    return [f"svc{i:03d}" for i in range(services)], [1.0 / (r + 1) for r in range(services)]
+
+
+def request_record(
+    event_id: str, service: str, ts_ms: int, failed: bool, latency_ms: float
+) -> dict[str, Any]:
+    """A ``RequestEvent`` record as the SDK writes it."""
+    return {"event_id": event_id, "service": service, "operation": "GET /items",
+            "status_code": 503 if failed else 200, "latency_ms": latency_ms,
+            "timestamp": ts_ms, "version": "v1", "region": "local", "callee": None}  # fmt: skip
+
+
 def events(n: int, services: int, seed: int, end_ms: int) -> Iterator[dict[str, Any]]:
     """N request records in event-time order, Zipf-like over the services."""
     rng = random.Random(seed)
-    names = [f"svc{i:03d}" for i in range(services)]
-    weights = [1.0 / (rank + 1) for rank in range(services)]
-    picks = rng.choices(names, weights, k=n)
+    names, weights = zipf_services(services)
     start = end_ms - n * 1000 // EVENT_RATE
-    for i, service in enumerate(picks):
+    for i, service in enumerate(rng.choices(names, weights, k=n)):
         failed = rng.random() < 0.005
-        yield {
-            "event_id": f"bench-{seed}-{i:012d}",
-            "service": service,
-            "operation": "GET /items",
-            "status_code": 503 if failed else 200,
-            "latency_ms": round(rng.lognormvariate(4.0, 0.8), 2),
-            "timestamp": start + i * 1000 // EVENT_RATE,
-            "version": "v1",
-            "region": "local",
-            "callee": None,
-        }
+        latency = round(rng.lognormvariate(4.0, 0.8), 2)
+        yield request_record(f"bench-{seed}-{i:012d}", service, start + i * 1000 // EVENT_RATE,
+                             failed, latency)  # fmt: skip
 
 
 def preload(

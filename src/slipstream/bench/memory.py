@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from slipstream.bench.load import bench_catalogue
 from slipstream.slo.catalogue import Slo, parse_catalogue
 from slipstream.slo.engine import PartitionEngine, windows_for
 from slipstream.slo.windows import FINE_MS, RES_CODE, RESOLUTIONS_MS, WindowCounts
@@ -27,22 +28,6 @@ def rss_kib() -> int:
     status = Path("/proc/self/status").read_text()
     match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
     return int(match.group(1)) if match else 0
-
-
-def catalogue_of(slos: int) -> dict[str, Any]:
-    services = max(slos // 2, 1)
-    return {
-        "services": {
-            f"svc{i:05d}": {
-                "slos": [
-                    {"name": f"slo{j}", "objective": 99.9, "period": "30d",
-                     "sli": {"kind": "availability"}}
-                    for j in range(slos // services + (i < slos % services))
-                ]
-            }
-            for i in range(services)
-        }
-    }  # fmt: skip
 
 
 def full_changelog(
@@ -62,7 +47,8 @@ def full_changelog(
 
 
 def measure(slos: int) -> dict[str, Any]:
-    catalogue = parse_catalogue(catalogue_of(slos), f"{slos} SLOs")
+    catalogue = parse_catalogue(bench_catalogue(-(-slos // 2)), f"{slos} SLOs")
+    slos = len(catalogue.all_slos())  # two per service: an odd count is rounded up
     engine = PartitionEngine(0, catalogue)
     gc.collect()
     before = rss_kib()

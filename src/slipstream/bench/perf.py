@@ -28,6 +28,7 @@ from slipstream.bench.memory import measure_in_subprocess
 from slipstream.bench.pipeline import consumed, run_pipeline, worker_settings
 from slipstream.catalogue_file import load_catalogue
 from slipstream.settings import Settings
+from slipstream.slo.catalogue import Catalogue
 from slipstream.stack.kafka import ensure_jars
 from slipstream.streams.supervise import worker_process
 from slipstream.streams.topics import ensure_topics
@@ -123,7 +124,16 @@ def run_perf(
         result["faust_floor_messages_per_s"] = spread(floor)
         for shape, load in loads.items():
             result["shapes"][shape] = _bench_shape(
-                settings, load, repeats, jars, catalogue_path, workdir, groups, floor, metrics_port
+                settings,
+                load,
+                repeats,
+                jars,
+                catalogue_path,
+                catalogue,
+                workdir,
+                groups,
+                floor,
+                metrics_port,
             )
         sustainable = result["shapes"]["batched"]["steps"]["P"]["median"]
         say(f"[latency] {latency_samples} samples per load level (sustainable "
@@ -149,6 +159,7 @@ def _bench_shape(
     repeats: int,
     jars: Path,
     catalogue_path: Path,
+    catalogue: Catalogue,
     workdir: Path,
     groups: list[str],
     faust_floor: list[float],
@@ -157,7 +168,6 @@ def _bench_shape(
     """Every step of the ladder, then P, on one loaded topic. ``faust_floor``: messages/s
     of faust with an empty agent, one per repetition."""
     bootstrap = settings.kafka_bootstrap
-    catalogue = load_catalogue(str(catalogue_path))
     rss: list[float] = []
     faust_runs = iter(faust_floor)
 
