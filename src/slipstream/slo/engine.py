@@ -31,7 +31,6 @@ from slipstream.slo.windows import (
     FINE_MS,
     MEDIUM_MS,
     RES_CODE,
-    Bucket,
     WindowCounts,
 )
 
@@ -269,8 +268,7 @@ class PartitionEngine:
             index = ts // res
             mark = (slo.service, slo.name, res, index)
             if mark not in self._guarded:
-                bucket = rt.windows.series[res].get(index)
-                if bucket is not None and bucket.offset >= self._offset:
+                if rt.windows.series[res].offset(index) >= self._offset >= 0:
                     # The offset guard: this message was absorbed before a restart.
                     self._result.skipped_replayed += total if res == COARSE_MS else 0
                     counted = counted and res != FINE_MS
@@ -540,10 +538,10 @@ class PartitionEngine:
         result = self._result
         for service, slo_name, res, index in self._touched:
             rt = self.runtimes[(service, slo_name)]
-            bucket = rt.windows.series[res].get(index)
-            if bucket is not None:
+            cell = rt.windows.series[res].cell(index)
+            if cell is not None:
                 key = self._bucket_key(service, slo_name, res, index)
-                result.writes[key] = [bucket.bad, bucket.total, bucket.offset]
+                result.writes[key] = list(cell)
                 result.deletes.discard(key)
         for service, slo_name in self._dirty_state:
             rt = self.runtimes[(service, slo_name)]
@@ -611,7 +609,7 @@ class PartitionEngine:
                     continue  # an SLO no longer in the catalogue
                 bad, total, offset = value
                 self._runtime(slo).windows.load(
-                    _CODE_RES[parts[4]], int(parts[5]), Bucket(bad, total, offset)
+                    _CODE_RES[parts[4]], int(parts[5]), bad, total, offset
                 )
             used += 1
         for tracked in sorted(self.deploys.deploys.values(), key=lambda t: t.started_ms):

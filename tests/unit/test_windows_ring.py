@@ -1,0 +1,73 @@
+"""The ring of buckets behaves as a plain dict of buckets with a retention would."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slipstream.slo.windows import HEADROOM, Series
+
+KEEP = 12
+
+# ("add", index relative to the clock, bad, total) or ("advance", steps)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.integers(-KEEP, HEADROOM),
+            st.integers(0, 3),
+            st.integers(1, 5),
+        ),
+        st.tuples(st.just("advance"), st.integers(0, 3 * KEEP), st.just(0), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(-50, 50), ops=OPS)
+def test_the_ring_keeps_what_a_dict_with_retention_keeps(
+    start: int, ops: list[tuple[str, int, int, int]]
+) -> None:
+    ring = Series(10_000, KEEP)
+    model: dict[int, list[int]] = {}
+    clock = start
+    for offset, (op, value, bad, total) in enumerate(ops):
+        if op == "add":
+            index = clock + value  # the engine never counts older than the retention
+            assert ring.add(index, bad, total, offset)
+            cell = model.setdefault(index, [0, 0, -1])
+            cell[0] += bad
+            cell[1] += total
+            cell[2] = max(cell[2], offset)
+        else:
+            clock += value
+            limit = clock - KEEP
+            gone = sorted(i for i in model if i < limit)
+            for i in gone:
+                del model[i]
+            assert sorted(ring.expire(clock)) == gone
+        for index in range(clock - 3 * KEEP, clock + HEADROOM + 2):
+            expected = model.get(index)
+            assert ring.cell(index) == (tuple(expected) if expected else None)
+            assert ring.counts(index) == ((expected[0], expected[1]) if expected else (0, 0))
+            assert ring.offset(index) == (expected[2] if expected else -1)
+
+
+def test_an_index_far_ahead_pushes_the_oldest_out_and_they_are_reported_as_expired() -> None:
+    ring = Series(10_000, KEEP)
+    for index in range(100, 100 + KEEP + 1):
+        ring.put(index, 1, 2, index)
+    ring.put(100 + KEEP + 5, 1, 1, 999)  # a bucket written just before a crash, say
+    assert ring.cell(100) is None
+    assert ring.cell(101 + HEADROOM) == (1, 2, 101 + HEADROOM)
+    assert sorted(ring.expire(100 + KEEP)) == [100, 101, 102]
+
+
+def test_an_index_older_than_the_ring_is_refused_not_wrapped_onto_a_newer_one() -> None:
+    ring = Series(10_000, KEEP)
+    ring.put(500, 1, 1, 0)
+    assert not ring.add(500 - KEEP - HEADROOM - 1, 1, 1, 1)
+    assert ring.cell(500) == (1, 1, 0)
+    assert ring.add(500 - KEEP - HEADROOM, 2, 3, 4)
+    assert ring.cell(500 - KEEP - HEADROOM) == (2, 3, 4)
