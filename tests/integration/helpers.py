@@ -69,3 +69,22 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 30) -> list[Any]:
         return records
     finally:
         consumer.close()
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Messages of ``topic`` the consumer group has not committed yet. A worker commits only
+    what it has finished (state written, outputs sent), unlike its consumed-events metrics."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        committed = admin.list_group_offsets(group).get(group, {})
+        partitions = consumer.partitions_for_topic(topic) or set()
+        end = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(
+            offset - (committed[tp].offset if tp in committed else 0) for tp, offset in end.items()
+        )
+    finally:
+        consumer.close()
+        admin.close()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import redis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from slipstream import conventions
 from slipstream.settings import Settings
+from slipstream.sinks.redis_sink import RedisStateSink
 from slipstream.stack.process import free_port
 
 from helpers import poll, prometheus_query, register_scrape_target
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from test_state_sink import firing_at, snapshot_at
 
 
 def test_redis_budget_hash_round_trip_inside_the_namespace(settings: Settings) -> None:
@@ -30,6 +37,26 @@ def test_redis_budget_hash_round_trip_inside_the_namespace(settings: Settings) -
         # Nothing of ours lands outside the namespace's prefix.
         ours = set(client.scan_iter(match=conventions.redis_key(settings.namespace, "*")))
         assert ours == {key}
+    finally:
+        client.close()
+
+
+def test_redis_keeps_the_newest_state_whatever_order_it_is_handed_over(
+    settings: Settings,
+) -> None:
+    # A micro-batch's transition carries the state of its own, earlier, instant.
+    sink = RedisStateSink.from_url(settings.redis_url, settings.namespace)
+    sink.add_snapshot(snapshot_at(50_000, 99))
+    sink.add_transition(firing_at(2_000), snapshot_at(2_000, 11))
+    assert sink.flush()
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        budget = client.hgetall(conventions.redis_budget_key(settings.namespace, "api",
+                                                             "availability"))  # fmt: skip
+        assert (budget["total"], budget["updated_at_ms"]) == ("99", "50000")
+        alert = client.hgetall(conventions.redis_key(settings.namespace, "alert", "api",
+                                                     "availability"))  # fmt: skip
+        assert alert["event_time_ms"] == "2000"
     finally:
         client.close()
 

@@ -33,7 +33,7 @@ from slipstream.streams.read_cli import read_alerts, read_status
 from slipstream.streams.supervise import scrape, worker_process
 from slipstream.streams.topics import delete_namespace_topics
 
-from helpers import poll, prometheus_query, read_topic, register_scrape_target
+from helpers import group_lag, poll, prometheus_query, read_topic, register_scrape_target
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from slo_oracle import oracle, oracle_budget
@@ -85,7 +85,18 @@ def _settled(settings: Settings, events: int, log: Path) -> None:
         return s.get(("slipstream_input_events_total", (("topic", "slo.requests"),)), 0.0)
 
     try:
-        poll(processed, lambda v: v == events, timeout_s=240, what="the trace to be processed")
+        poll(processed, lambda v: v == events, timeout_s=240, what="the trace to be consumed")
+        # Consumed is not finished: the last batch's state and outputs come after.
+        group, topic = (
+            conventions.consumer_group(settings.namespace),
+            conventions.topic_name(settings.namespace, "slo.requests"),
+        )
+        poll(
+            lambda: group_lag(settings.kafka_bootstrap, group, topic),
+            lambda lag: lag == 0,
+            timeout_s=120,
+            what="the worker to commit the whole trace",
+        )
         # Then until Redis holds the final state: two reads a flush interval apart agree.
         last: list[list[dict[str, Any]]] = [[]]
 

@@ -27,6 +27,7 @@ class RedisStateSink:
         self.client = client
         self.namespace = namespace
         self._budgets: dict[str, dict[str, str]] = {}
+        self._budget_at: dict[str, int] = {}  # event time of each SLO's newest state
         self._alerts: dict[str, dict[str, str] | None] = {}  # None: delete (resolved)
         self._index: set[str] = set()
         self.failures = 0
@@ -37,6 +38,9 @@ class RedisStateSink:
 
     def add_snapshot(self, snapshot: BudgetSnapshot) -> None:
         key = conventions.redis_budget_key(self.namespace, snapshot.service, snapshot.slo)
+        if self._budget_at.get(key, snapshot.updated_at_ms) > snapshot.updated_at_ms:
+            return  # an older state (a transition's, say) never replaces a newer one
+        self._budget_at[key] = snapshot.updated_at_ms
         self._budgets[key] = redis_budget_hash(snapshot)
         self._index.add(f"{snapshot.service}/{snapshot.slo}")
 

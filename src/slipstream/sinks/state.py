@@ -36,12 +36,17 @@ class InMemoryStateSink:
         key = (snapshot.service, snapshot.slo)
         with self._lock:
             old = self._states.get(key)
+            if old is not None and old.snapshot.updated_at_ms > snapshot.updated_at_ms:
+                return  # an older state (a transition's, say) never replaces a newer one
             self._states[key] = SloState(snapshot, old.alert if old else None)
 
     def add_transition(self, transition: Transition, snapshot: BudgetSnapshot) -> None:
         key = (transition.service, transition.slo)
         alert = None if transition.state == "resolved" else transition
         with self._lock:
+            old = self._states.get(key)
+            if old is not None and old.snapshot.updated_at_ms > snapshot.updated_at_ms:
+                snapshot = old.snapshot
             self._states[key] = SloState(snapshot, alert)
             self.transitions.append(transition)
 
