@@ -48,6 +48,10 @@ class Settings:
     # The worker's consumer group (also faust's app id, which names its changelog topic);
     # empty: derived from the namespace. Benchmarks run each repetition in a fresh group.
     consumer_group: str = ""
+    # Static group membership (Kafka's group.instance.id): a worker restarted under the same
+    # id takes its partitions back at once instead of after the session timeout of the
+    # member it replaces. Unique per worker process; empty: dynamic membership.
+    instance_id: str = ""
     catalogue: str = ""
     partitions: int = 4
     stack_dir: str = dataclasses.field(default_factory=_default_state_dir)
@@ -64,6 +68,11 @@ class Settings:
         if self.consumer_group and not GROUP_PATTERN.match(self.consumer_group):
             raise SettingsError(
                 f"consumer_group {self.consumer_group!r} is invalid: use letters, digits, "
+                "'.', '_' or '-' (at most 100, starting with a letter or digit)"
+            )
+        if self.instance_id and not GROUP_PATTERN.match(self.instance_id):
+            raise SettingsError(
+                f"instance_id {self.instance_id!r} is invalid: use letters, digits, "
                 "'.', '_' or '-' (at most 100, starting with a letter or digit)"
             )
         if self.partitions < 1:

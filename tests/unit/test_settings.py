@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from slipstream.settings import Settings, SettingsError, load_settings, settings_env
@@ -75,3 +77,16 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.namespace = "x"  # type: ignore[misc]
+
+
+def test_every_settings_flag_of_the_cli_reaches_the_settings() -> None:
+    from slipstream.streams.cli import SETTINGS_KEYS, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["worker", "--consumer-group", "team.slo", "--instance-id", "w-0"])
+    s = load_settings({k: getattr(args, k, None) for k in SETTINGS_KEYS}, environ={})
+    assert (s.consumer_group, s.instance_id) == ("team.slo", "w-0")
+    # No flag named after a setting may be left out of what main() passes on.
+    settings_names = {f.name for f in dataclasses.fields(Settings)}
+    flags = set(vars(args)) & settings_names
+    assert flags <= set(SETTINGS_KEYS), flags - set(SETTINGS_KEYS)

@@ -158,6 +158,7 @@ class PartitionEngine:
         self._guarded: set[tuple[str, str, int, int]] = set()
         self._dirty_state: set[tuple[str, str]] = set()
         self._result = MessageResult()
+        self._restored_states: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     # -- keys of the changelog table ----------------------------------------------------
 
@@ -585,33 +586,54 @@ class PartitionEngine:
 
     def restore(self, items: Iterable[tuple[str, Any]]) -> int:
         """Rebuild from the table's entries of this partition; return how many were used."""
+        used = sum(self.load_entry(key, value) for key, value in items)
+        self.finish_restore()
+        return used
+
+    def load_entry(self, key: str, value: Any) -> bool:
+        """Take one changelog entry (``value`` None: a tombstone) of this partition, in
+        changelog order; ``finish_restore`` then rebuilds what depends on all of them.
+        Return whether the entry was this partition's."""
         prefix = f"{self.partition}|"
-        states: dict[tuple[str, str], Mapping[str, Any]] = {}
-        used = 0
-        for key, value in items:
-            if not key.startswith(prefix):
-                continue
-            parts = key.split("|")
-            kind = parts[1]
-            if kind == "p":
-                self.watermark_ms = value.get("watermark_ms")
-                self._idle_clock_ms = value.get("idle_clock_ms") or 0
-            elif kind == "s":
-                states[(parts[2], parts[3])] = value
-            elif kind == "d":
+        if not key.startswith(prefix):
+            return False
+        parts = key.split("|")
+        kind = parts[1]
+        if kind == "p":
+            self.watermark_ms = value.get("watermark_ms") if value else None
+            self._idle_clock_ms = (value.get("idle_clock_ms") if value else 0) or 0
+        elif kind == "s":
+            if value is None:
+                self._restored_states.pop((parts[2], parts[3]), None)
+            else:
+                self._restored_states[(parts[2], parts[3])] = value
+        elif kind == "d":
+            if value is None:
+                self.deploys.deploys.pop(key[len(prefix) + 2 :], None)
+            else:
                 tracked = TrackedDeploy.from_dict(value)
                 self.deploys.deploys[tracked.deploy.deploy_id] = tracked
-            elif kind == "f":
+        elif kind == "f":
+            if value is None:
+                self.freezing.pop(parts[2], None)
+            else:
                 self.freezing[parts[2]] = dict(value)
-            elif kind == "b":
-                slo = self.catalogue.slo(parts[2], parts[3])
-                if slo is None:
-                    continue  # an SLO no longer in the catalogue
+        elif kind == "b":
+            slo = self.catalogue.slo(parts[2], parts[3])
+            if slo is None:
+                return True  # an SLO no longer in the catalogue
+            windows = self._runtime(slo).windows
+            if value is None:
+                windows.unload(_CODE_RES[parts[4]], int(parts[5]))
+            else:
                 bad, total, offset = value
-                self._runtime(slo).windows.load(
-                    _CODE_RES[parts[4]], int(parts[5]), bad, total, offset
-                )
-            used += 1
+                windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
+        return True
+
+    def finish_restore(self) -> None:
+        """After the last ``load_entry``: deploy order, alert machines, clocks and the
+        running sums, and the snapshot each restored SLO shows again."""
+        states, self._restored_states = self._restored_states, {}
         for tracked in sorted(self.deploys.deploys.values(), key=lambda t: t.started_ms):
             self.deploys.by_service.setdefault(tracked.deploy.service, []).append(
                 tracked.deploy.deploy_id
@@ -635,4 +657,3 @@ class PartitionEngine:
                 rt.windows.advance(state["clock_ms"])  # running sums from the loaded buckets
                 windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
                 rt.latest = self._snapshot(rt, windows)  # what /metrics and Redis show again
-        return used

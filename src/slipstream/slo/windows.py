@@ -122,6 +122,10 @@ class Series:
         self.cells[at : at + 3] = array("q", (bad, total, offset))
         return True
 
+    def drop(self, index: int) -> None:
+        if self._holds(index):
+            self._clear(index)
+
     def _make_room(self, index: int) -> bool:
         if self.newest is None:
             self.newest = self.floor = index
@@ -254,6 +258,10 @@ class WindowCounts:
     def load(self, res_ms: int, index: int, bad: int, total: int, offset: int) -> None:
         """Restore a bucket from the changelog (before the clock is set)."""
         self.series[res_ms].put(index, bad, total, offset)
+
+    def unload(self, res_ms: int, index: int) -> None:
+        """Forget a bucket the changelog deleted (before the clock is set)."""
+        self.series[res_ms].drop(index)
 
     # -- the clock --------------------------------------------------------------------
 

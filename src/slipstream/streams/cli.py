@@ -31,6 +31,7 @@ def _settings_flags() -> argparse.ArgumentParser:
     g.add_argument("--metrics-addr", dest="metrics_addr", metavar="HOST:PORT")
     g.add_argument("--namespace", dest="namespace", metavar="NS")
     g.add_argument("--consumer-group", dest="consumer_group", metavar="GROUP")
+    g.add_argument("--instance-id", dest="instance_id", metavar="ID")
     g.add_argument("--catalogue", dest="catalogue", metavar="FILE")
     g.add_argument("--partitions", dest="partitions", type=int, metavar="N")
     g.add_argument("--stack-dir", dest="stack_dir", metavar="DIR")
@@ -39,7 +40,7 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 SETTINGS_KEYS = (
     "kafka_bootstrap", "redis_url", "prometheus_url", "alertmanager_url", "metrics_addr",
-    "namespace", "catalogue", "partitions", "stack_dir",
+    "namespace", "consumer_group", "instance_id", "catalogue", "partitions", "stack_dir",
 )  # fmt: skip
 
 

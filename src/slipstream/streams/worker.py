@@ -43,6 +43,7 @@ from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
+from slipstream.streams import engine_store
 from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
 from slipstream.streams.topics import ensure_topics
 
@@ -86,32 +87,68 @@ def event_context(event: faust.EventT[Any]) -> Iterator[None]:
 
 
 class EngineHost:
-    """The engines of the partitions this worker owns, restored from the table on first use."""
+    """The engines of the partitions this worker owns. While faust recovers the table, the
+    table's store hands each changelog entry to the engine of its partition; once live, an
+    engine alone holds its partition's state (the table keeps no copy: ``engine_store``)."""
 
-    def __init__(self, catalogue: Catalogue, table: Any) -> None:
+    def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self.table = table
         self.engines: dict[int, PartitionEngine] = {}
+        self.restoring: dict[int, PartitionEngine] = {}
+        self.loaded: dict[int, int] = {}  # changelog entries read per restoring partition
+        self.unshown: set[int] = set()  # live, restored state not yet sent to the sinks
+
+    def load_entry(self, partition: int, key: str, value: Any) -> None:
+        if partition in self.engines:
+            # Live already: a rebalance that kept the partition re-reads the changelog's
+            # tail, this engine's own writes. The engine is ahead of them; nothing to do.
+            return
+        engine = self.restoring.get(partition)
+        if engine is None:
+            engine = self.restoring[partition] = PartitionEngine(partition, self.catalogue)
+        if engine.load_entry(key, value):
+            self.loaded[partition] = self.loaded.get(partition, 0) + 1
+
+    def recovery_completed(self, active: set[int]) -> None:
+        for partition in sorted(self.restoring):
+            if partition in active:
+                self.engine(partition)
+            else:
+                del self.restoring[partition]
+                self.loaded.pop(partition, None)
 
     def engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
         if engine is None:
-            engine = self.engines[partition] = PartitionEngine(partition, self.catalogue)
-            restored = engine.restore(list(self.table.items()))
-            if restored:
-                log.info("partition %d: restored %d state entries", partition, restored)
+            engine = self.restoring.pop(partition, None)
+            if engine is None:
+                engine = PartitionEngine(partition, self.catalogue)
+            engine.finish_restore()
+            self.engines[partition] = engine
+            self.unshown.add(partition)
+            loaded = self.loaded.pop(partition, 0)
+            if loaded:
+                log.info("partition %d: restored from %d changelog entries", partition, loaded)
         return engine
 
     def restored_snapshots(self, partitions: set[int]) -> list[BudgetSnapshot]:
-        """Create the engines of newly owned partitions; return their restored state."""
+        """The restored state of owned partitions not shown yet (their engines are made live
+        when recovery completes, or here)."""
         out = []
-        for p in sorted(partitions - set(self.engines)):
-            out += [rt.latest for rt in self.engine(p).runtimes.values() if rt.latest]
+        for p in sorted(partitions):
+            if p not in self.engines:
+                self.engine(p)
+            if p in self.unshown:
+                self.unshown.discard(p)
+                out += [rt.latest for rt in self.engines[p].runtimes.values() if rt.latest]
         return out
 
     def drop(self, partitions: set[int]) -> set[tuple[str, str]]:
         gone: set[tuple[str, str]] = set()
         for p in partitions:
+            self.restoring.pop(p, None)
+            self.loaded.pop(p, None)
+            self.unshown.discard(p)
             engine = self.engines.pop(p, None)
             if engine is not None:
                 gone |= set(engine.runtimes)
@@ -137,8 +174,11 @@ class SloWorker:
         self.app = app = faust.App(
             self.group,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
-            # Table state lives in its changelog topic; memory is its working copy.
-            store="memory://",
+            # Table state lives in its changelog topic and in the engines; no copy in between.
+            store=engine_store.register(),
+            # A standby copy would be a second engine per partition; a newly assigned
+            # partition is read from its changelog anyway.
+            table_standby_replicas=0,
             datadir=str(datadir),
             # faust's web server exposes table contents: off. Metrics have their own endpoint.
             web_enabled=False,
@@ -146,6 +186,7 @@ class SloWorker:
             key_serializer="raw",
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
+            consumer_group_instance_id=settings.instance_id or None,
         )
         self.base_of = {conventions.topic_name(ns, t): t for t in conventions.SOURCE_TOPICS}
         self.sources = app.topic(
@@ -179,7 +220,9 @@ class SloWorker:
         )
         self.ingestor = Ingestor()
         self.codec = AvroCodec()
-        self.host = EngineHost(catalogue, self.table)
+        self.host = EngineHost(catalogue)
+        # Where engine_store sends the entries it recovers.
+        self.table.changelog_reader = self.host  # type: ignore[attr-defined]
 
         # concurrency=1: a counting agent must never commit past an unfinished event
         # (faust #606). Events come in micro-batches; take_events acks them only after
@@ -251,13 +294,9 @@ class SloWorker:
     async def apply(self, result: MessageResult) -> None:
         table = self.table
         for key in result.deletes:
-            if key in table:
-                del table[key]
+            del table[key]  # a tombstone on the changelog
         for key, value in result.writes.items():
             table[key] = value
-        for snapshot in result.latest.values():
-            self.state.add_snapshot(snapshot)
-            self.redis_sink.add_snapshot(snapshot)
         processed = now_ms()
         for transition, snapshot in result.transitions:
             suspect = result.suspects.get(transition.alert_id)
@@ -270,6 +309,11 @@ class SloWorker:
             self.state.add_transition(transition, snapshot)
             self.redis_sink.add_transition(transition, snapshot)
             self.metrics.alert_transitions.labels(transition.state, transition.severity).inc()
+        # After the transitions: a batch may hold hours of event time, and the state the
+        # sinks keep is the newest one, not the one an earlier transition carried.
+        for snapshot in result.latest.values():
+            self.state.add_snapshot(snapshot)
+            self.redis_sink.add_snapshot(snapshot)
         for snapshot in result.snapshots:
             await self.publish_budget(snapshot)
         for impact in result.impacts:
