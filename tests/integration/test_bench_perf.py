@@ -9,7 +9,8 @@ from slipstream.stack.process import free_port
 
 def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Settings) -> None:
     result = run_perf(settings, events=100_000, repeats=1, services=5, latency_samples=1,
-                      memory_sizes=(100,), metrics_port=free_port())  # fmt: skip
+                      memory_sizes=(100,), metrics_port=free_port(),
+                      recovery_records=20_000)  # fmt: skip
     for shape in ("single", "batched"):
         steps = result["shapes"][shape]["steps"]
         assert set(steps) == {"B0", "B1", "B1 kafka-python", "B2", "B3",
@@ -23,6 +24,16 @@ def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Set
     assert result["latency"]["90%"]["background_events_per_s"] > 0
     (memory,) = result["memory"]
     assert memory["slos"] == 100 and memory["kib_per_slo"] > 0
+    recovery = result["recovery"]
+    assert recovery["records"] >= 20_000 and recovery["slos"] >= 2
+    assert recovery["restart_to_first_event_s"] > 0 and recovery["b1_read_s"] > 0
+    assert recovery["worker_rss_mib"] > 0
     text = report(result)
-    for heading in ("## Throughput", "## Alert latency", "## Memory per SLO", "P / B3"):
+    for heading in (
+        "## Throughput",
+        "## Alert latency",
+        "## Memory per SLO",
+        "## Recovery",
+        "P / B3",
+    ):
         assert heading in text

@@ -20,6 +20,7 @@ from slipstream.settings import Settings
 
 SHORT_EVENTS, SHORT_REPEATS, SHORT_SAMPLES, SHORT_SIZES = 100_000, 1, 2, (100, 1000)
 FULL_EVENTS, FULL_REPEATS, FULL_SAMPLES, FULL_SIZES = 1_000_000, 3, 10, (100, 1000, 10_000)
+SHORT_RECOVERY, FULL_RECOVERY = 100_000, 1_000_000  # changelog records
 
 
 def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -29,7 +30,9 @@ def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
     repeats = args.repeats or (SHORT_REPEATS if args.short else FULL_REPEATS)
     samples = args.latency_samples or (SHORT_SAMPLES if args.short else FULL_SAMPLES)
     sizes = SHORT_SIZES if args.short else FULL_SIZES
-    result = perf.run_perf(settings, events, repeats, args.services, samples, sizes)
+    recovery = SHORT_RECOVERY if args.short else FULL_RECOVERY
+    result = perf.run_perf(settings, events, repeats, args.services, samples, sizes,
+                           recovery_records=args.recovery_records or recovery)  # fmt: skip
     print(perf.report(result))
     if args.out:
         with open(args.out, "w") as fh:
@@ -61,6 +64,11 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     perf.add_argument("--repeats", type=int, help=f"runs per step (default {FULL_REPEATS})")
     perf.add_argument("--services", type=int, default=50, help="services (2 SLOs each)")
     perf.add_argument("--latency-samples", type=int, help="alert latency samples per load level")
+    perf.add_argument(
+        "--recovery-records",
+        type=int,
+        help=f"changelog records for the recovery run (default {FULL_RECOVERY:,})",
+    )
     corr = bench.add_argument_group("correlation")
     corr.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
     corr.add_argument("--seeds", choices=["reporting", "tuning"], default="reporting")

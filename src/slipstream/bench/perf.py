@@ -26,6 +26,7 @@ from slipstream.bench import ladder, latency
 from slipstream.bench.load import EVENT_RATE, SHAPES, Load, preload, write_catalogue
 from slipstream.bench.memory import measure_in_subprocess
 from slipstream.bench.pipeline import consumed, run_pipeline, worker_settings
+from slipstream.bench.recovery import run_recovery
 from slipstream.catalogue_file import load_catalogue
 from slipstream.settings import Settings
 from slipstream.slo.catalogue import Catalogue
@@ -96,8 +97,10 @@ def run_perf(
     latency_samples: int,
     memory_sizes: tuple[int, ...],
     metrics_port: int = BENCH_METRICS_PORT,
+    recovery_records: int = 1_000_000,
 ) -> dict[str, Any]:
-    """Load both topics, run the ladder and P on each, then alert latency and memory."""
+    """Load both topics, run the ladder and P on each, then alert latency, memory and
+    recovery."""
     run_id = uuid.uuid4().hex[:6]
     workdir = Path(tempfile.mkdtemp(prefix="slipstream-bench-"))
     catalogue_path = write_catalogue(workdir / "catalogue.yaml", services)
@@ -146,6 +149,15 @@ def run_perf(
         for size in memory_sizes:
             say(f"[memory] {size:,} SLOs with full 30-day windows …")
             result["memory"].append(measure_in_subprocess(size))
+        say(f"[recovery] kill -9 and restart on a changelog of {recovery_records:,} records …")
+        run = run_recovery(settings, recovery_records, workdir, metrics_port)
+        namespaces.append(run.namespace)
+        groups.append(run.group)
+        result["recovery"] = {
+            "records": run.records, "slos": run.slos,
+            "restart_to_first_event_s": run.restart_to_first_event_s,
+            "b1_read_s": run.b1_read_s, "ratio": run.ratio, "worker_rss_mib": run.rss_mib,
+        }  # fmt: skip
     finally:
         _cleanup(settings, namespaces, groups)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -258,6 +270,7 @@ def report(result: dict[str, Any]) -> str:
             f"P / B0 = {s['P_over_B0']:.3f}, worker peak RSS {s['worker_peak_rss_mib']:.0f} MiB"
         )
     lines += _latency_lines(result.get("latency", {})) + _memory_lines(result.get("memory", []))
+    lines += _recovery_lines(result.get("recovery"))
     lines += [
         "",
         f"Python {v['python']}, Kafka {v['kafka']} ({v['java']}), fastavro {v['fastavro']}, "
@@ -299,3 +312,18 @@ def _memory_lines(sizes: list[dict[str, Any]]) -> list[str]:
         met = "met" if worst <= 64 else "NOT met"
         lines += ["", f"- KiB per SLO: **{worst:,.0f}** (target <= 64: {met})"]
     return lines
+
+
+def _recovery_lines(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return []
+    met = "met" if r["ratio"] <= 2 else "NOT met"
+    return [
+        "", "## Recovery after kill -9", "",
+        "| changelog records | SLOs | restart to first processed event s | B1 reads it in s "
+        "| ratio | worker RSS MiB |",
+        "|---|---|---|---|---|---|",
+        f"| {r['records']:,} | {r['slos']:,} | {r['restart_to_first_event_s']:.2f} | "
+        f"{r['b1_read_s']:.2f} | {r['ratio']:.2f} | {r['worker_rss_mib']:.0f} |",
+        "", f"- restart / B1 read: **{r['ratio']:.2f}** (target <= 2: {met})",
+    ]  # fmt: skip
