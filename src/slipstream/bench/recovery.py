@@ -2,12 +2,12 @@
 exec to its first processed event, against the time the raw client (B1) takes to read the
 same changelog.
 
-The changelog is written in the table's own format (JSON keys and values, one changelog
-partition per source partition): every bucket of every resolution of enough SLOs to
-reach N records, as a worker that has run for 30 days leaves it. A worker is started on
-it (it recovers and processes a few events), killed with SIGKILL, a few new events are
-sent, and the same worker (same group and instance id) is started again: that restart is
-the one measured, with the worker's resident memory once it has recovered. New events
+The changelog is written in the table's own format (JSON keys and values, each SLO in
+its service's partition): every bucket of every resolution of enough SLOs to reach N
+records, as a worker that has run for 30 days leaves it. A worker is started on it (it
+recovers and processes an event), killed with SIGKILL once its offsets are committed,
+and the same worker (same group and instance id) is started again: that restart is the
+one measured, with the worker's resident memory once it has recovered. New events
 trickle in throughout, as in production.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.partitioner.default import murmur2
 
 from slipstream import conventions
 from slipstream.bench import ladder
@@ -65,12 +66,19 @@ class RecoveryRun:
         return self.restart_to_first_event_s / self.b1_read_s
 
 
+def partition_of(service: str, partitions: int) -> int:
+    """The partition the SDK's producer sends ``service``'s events to (Kafka's default
+    partitioner): its SLOs' state lives in the same partition of the changelog."""
+    return int(murmur2(service.encode()) & 0x7FFFFFFF) % partitions
+
+
 def changelog_entries(slos: list[Any], partitions: int) -> Iterator[tuple[int, str, Any]]:
-    """(partition, key, value): full windows for every SLO, SLOs spread over partitions."""
+    """(partition, key, value): full windows for every SLO, in its service's partition."""
     now = int(time.time() * 1000)
-    for i, slo in enumerate(slos):
-        for key, value in full_changelog([slo], now, partition=i % partitions):
-            yield i % partitions, key, value
+    for slo in slos:
+        partition = partition_of(slo.service, partitions)
+        for key, value in full_changelog([slo], now, partition=partition):
+            yield partition, key, value
 
 
 def write_changelog(bootstrap: str, topic: str, partitions: int, slos: list[Any]) -> int:
