@@ -23,6 +23,8 @@ OUTPUT_TOPICS: Final = (ALERTS_TOPIC, BUDGET_TOPIC, DEPLOY_IMPACT_TOPIC, POLICY_
 COMPACTED_TOPICS: Final = frozenset({BUDGET_TOPIC})
 
 CONSUMER_GROUP: Final = "slipstream"
+# The worker's state table; faust names its changelog "<consumer group>-slo-state-changelog".
+STATE_TABLE: Final = "slo-state"
 REDIS_PREFIX: Final = "slipstream"
 
 # Metric names (units in names, _total on counters).

@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from slipstream.bench.load import bench_catalogue
 from slipstream.slo.catalogue import Slo, parse_catalogue
 from slipstream.slo.engine import PartitionEngine, windows_for
 from slipstream.slo.windows import FINE_MS, RES_CODE, RESOLUTIONS_MS, WindowCounts
-
-
-def rss_kib() -> int:
-    status = Path("/proc/self/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(match.group(1)) if match else 0
+from slipstream.streams.supervise import status_kib
 
 
 def full_changelog(
@@ -51,12 +44,12 @@ def measure(slos: int) -> dict[str, Any]:
     slos = len(catalogue.all_slos())  # two per service: an odd count is rounded up
     engine = PartitionEngine(0, catalogue)
     gc.collect()
-    before = rss_kib()
+    before = status_kib("VmRSS")
     started = time.perf_counter()
     entries = engine.restore(full_changelog(catalogue.all_slos(), int(time.time() * 1000)))
     seconds = time.perf_counter() - started
     gc.collect()
-    after = rss_kib()
+    after = status_kib("VmRSS")
     return {"slos": slos, "entries": entries, "rss_before_kib": before, "rss_after_kib": after,
             "kib_per_slo": (after - before) / slos, "restore_s": seconds}  # fmt: skip
 

@@ -8,7 +8,6 @@ over the time between them (start-up and group join are not throughput).
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from slipstream import conventions
 from slipstream.bench.load import Load
 from slipstream.settings import Settings
-from slipstream.streams.supervise import scrape, worker_process
+from slipstream.streams.supervise import scrape, status_kib, worker_process
 
 SCRAPE_INTERVAL_S = 0.2
 _CONSUMED = (f"{conventions.METRIC_INPUT_MESSAGES}_total", (("topic", conventions.REQUESTS_TOPIC),))
@@ -36,15 +35,6 @@ def consumed(addr: str) -> int | None:
     (None: not serving yet)."""
     samples = scrape(addr)
     return int(samples.get(_CONSUMED, 0)) if samples else None
-
-
-def _peak_rss_mib(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-    return int(match.group(1)) / 1024 if match else 0.0
 
 
 def worker_settings(
@@ -81,6 +71,6 @@ def run_pipeline(
                 if seen >= load.messages and now > first[0]:
                     break
             time.sleep(SCRAPE_INTERVAL_S)
-        rss = _peak_rss_mib(proc.pid)
+        rss = status_kib("VmHWM", proc.pid) / 1024
     rate = (load.messages - first[1]) / (now - first[0]) * load.events / load.messages
     return PipelineRun(rate, first[0] - started, rss, group)

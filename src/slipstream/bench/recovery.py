@@ -43,10 +43,9 @@ from slipstream.bench.pipeline import consumed, worker_settings
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.slo.catalogue import parse_catalogue
-from slipstream.streams.supervise import worker_process
+from slipstream.streams.supervise import status_kib, worker_process
 from slipstream.streams.topics import ensure_topics
 
-TABLE = "slo-state"  # the worker's table: its changelog is "<group>-slo-state-changelog"
 TRICKLE_S = 0.05  # one new event this often while the worker starts and restarts
 COMMIT_WAIT_S = 4.0  # longer than faust's commit interval (2.8 s)
 
@@ -119,19 +118,18 @@ def run_recovery(
     group = f"bench-r-{tag}"
     child = worker_settings(settings, f"bench-{tag}-recovery", catalogue_path, group, port)
     child = child.replace(instance_id=f"{group}-0")  # static membership: see Settings
-    written = write_changelog(
-        settings.kafka_bootstrap, f"{group}-{TABLE}-changelog", settings.partitions, slos
-    )
-    changelog = Load("changelog", child.namespace, f"{group}-{TABLE}-changelog",
+    changelog_topic = f"{group}-{conventions.STATE_TABLE}-changelog"
+    written = write_changelog(settings.kafka_bootstrap, changelog_topic, settings.partitions, slos)
+    changelog = Load("changelog", child.namespace, changelog_topic,
                      settings.partitions, written, written, 0, 0.0)  # fmt: skip
     b1_s = written / ladder.b1_aiokafka(settings.kafka_bootstrap, changelog)
     log = workdir / "worker-recovery.log"
     ensure_topics(child)
-    topic = conventions.topic_name(child.namespace, conventions.REQUESTS_TOPIC)
+    requests = conventions.topic_name(child.namespace, conventions.REQUESTS_TOPIC)
     # Events keep arriving, one every TRICKLE_S, as they would in production: faust drops
     # what it fetches while it recovers (and a new group has no offsets to seek back
     # to), so "first processed event" means the first one sent after recovery, or before.
-    with Trickle(settings.kafka_bootstrap, topic, services):
+    with Trickle(settings.kafka_bootstrap, requests, services):
         with worker_process(child, log, loglevel="warning") as proc:
             _wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
             time.sleep(COMMIT_WAIT_S)  # offsets committed: the restart resumes from them
@@ -141,7 +139,7 @@ def run_recovery(
         with worker_process(child, log, loglevel="warning") as proc:
             _wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
             elapsed = time.perf_counter() - started
-            rss = _rss_mib(proc.pid)
+            rss = status_kib("VmRSS", proc.pid) / 1024
     return RecoveryRun(written, len(slos), elapsed, b1_s, rss, child.namespace, group)
 
 
@@ -173,13 +171,6 @@ class Trickle:
                                value=self.codec.encode("RequestEvent", record))  # fmt: skip
             self.producer.flush()
             i += 1
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _wait_consumed(

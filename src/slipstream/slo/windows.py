@@ -157,13 +157,11 @@ class Series:
     def expire(self, newest_index: int) -> list[int]:
         """Drop buckets older than the retention; return the indexes of those that held
         something."""
+        if self.newest is not None and newest_index > self.newest:
+            self._move_newest(newest_index)
         gone, self._evicted = self._evicted, []
         if self.newest is None:
             return gone
-        if newest_index > self.newest:
-            self._move_newest(newest_index)
-            gone += self._evicted
-            self._evicted = []
         limit = self.oldest_kept(newest_index)
         for index in range(self.floor, min(limit, self.newest + 1)):
             if self.cell(index) is not None:

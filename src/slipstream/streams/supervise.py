@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,17 @@ def scrape(addr: str, timeout_s: float = 2.0) -> Samples:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def status_kib(field: str, pid: int | str = "self") -> int:
+    """A size from ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``, ...) in KiB; 0 when the
+    process is gone or the field is missing."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.M)
+    return int(match.group(1)) if match else 0
 
 
 @contextmanager

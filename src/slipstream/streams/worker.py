@@ -213,7 +213,7 @@ class SloWorker:
         # Co-partitioned with slo.requests: written only while a message of the same
         # partition is the current event, keys prefixed with that partition.
         self.table = app.Table(
-            "slo-state",
+            conventions.STATE_TABLE,
             default=None,
             partitions=settings.partitions,
             key_type=str,  # keys and values go to the changelog as JSON
