@@ -10,9 +10,9 @@ a grid of rate ratios), which stays valid however often it is looked at.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 RATE_RATIO_GRID: Final = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 ALPHA: Final = 0.01
@@ -227,36 +227,82 @@ def bayes_factor_bound(p: float) -> float:
 Counts = tuple[int, int]  # (bad, total)
 
 
+class ControlShift(NamedTuple):
+    """How the controls moved between "before" and "after"."""
+
+    usable: int  # at least 100 events before and 50 after
+    degraded: int  # rose on their own (see ``control_shift``)
+    factor: float  # how much the degraded ones rose together (1 if none)
+    pooled_rose: bool  # all usable controls summed rose significantly
+
+    @property
+    def shared(self) -> bool:
+        """Something outside the change moved too: a control on its own, or the controls
+        pooled (each too quiet to show it alone)."""
+        return self.degraded >= 1 or self.pooled_rose
+
+
 def degraded_controls(
     controls: Iterable[tuple[Counts, Counts]], min_ratio: float
 ) -> tuple[int, int]:
     """(usable, degraded) among controls' (before, after) counts."""
-    usable, degraded, _ = control_shift(controls, min_ratio)
-    return usable, degraded
+    shift = control_shift(controls, min_ratio)
+    return shift.usable, shift.degraded
 
 
-def control_shift(
-    controls: Iterable[tuple[Counts, Counts]], min_ratio: float
-) -> tuple[int, int, float]:
-    """(usable, degraded, factor) among controls' (before, after) counts: usable with at
-    least 100 events before and 50 after, degraded when their bad rate rose ``min_ratio``
-    times, p <= 1 %, on at least ``MIN_DEGRADED_BAD`` bad events (two unlucky requests are
-    not an outage); ``factor`` is how much the degraded ones rose together (1 if none), the
+def _rose(before: Counts, after: Counts, min_ratio: float) -> bool:
+    ratio, p = rate_rose(before, after)
+    return ratio >= min_ratio and p <= ALPHA and after[0] >= MIN_DEGRADED_BAD
+
+
+def control_shift(controls: Iterable[tuple[Counts, Counts]], min_ratio: float) -> ControlShift:
+    """How controls' (before, after) counts moved: usable with at least 100 events before and
+    50 after, degraded when their bad rate rose ``min_ratio`` times, p <= 1 %, on at least
+    ``MIN_DEGRADED_BAD`` bad events (two unlucky requests are not an outage). ``factor`` is the
     rise a change on the service must exceed to explain anything (difference in
-    differences)."""
+    differences); the pooled test sees a shared rise that each quiet control alone cannot."""
     usable = degraded = 0
     pooled = [0, 0, 0, 0]
+    pooled_all = [0, 0, 0, 0]
     for before, after in controls:
         if before[1] < 100 or after[1] < 50:
             continue
         usable += 1
-        ratio, p = rate_rose(before, after)
-        if ratio >= min_ratio and p <= ALPHA and after[0] >= MIN_DEGRADED_BAD:
+        for i, x in enumerate((*before, *after)):
+            pooled_all[i] += x
+        if _rose(before, after, min_ratio):
             degraded += 1
             for i, x in enumerate((*before, *after)):
                 pooled[i] += x
     factor = rate_rose((pooled[0], pooled[1]), (pooled[2], pooled[3]))[0] if degraded else 1.0
-    return usable, degraded, factor
+    pooled_rose = bool(usable) and _rose(
+        (pooled_all[0], pooled_all[1]), (pooled_all[2], pooled_all[3]), min_ratio
+    )
+    return ControlShift(usable, degraded, factor, pooled_rose)
+
+
+def rise_start(steps: Sequence[Counts], base_rate: float) -> int:
+    """Index of the step where a rise above ``base_rate`` most likely began: the start of
+    the suffix whose bad rate is furthest, in log-likelihood, from the base rate (the
+    change-point estimate of a CUSUM run backwards). 0 when nothing rose."""
+    if base_rate <= 0.0:
+        base_rate = 1e-6
+    best, best_llr = 0, 0.0
+    bad = total = 0
+    for i in range(len(steps) - 1, -1, -1):
+        bad += steps[i][0]
+        total += steps[i][1]
+        if total == 0 or bad == 0:
+            continue
+        rate = bad / total
+        if rate <= base_rate:
+            continue
+        llr = bad * math.log(rate / base_rate)
+        if rate < 1.0:
+            llr += (total - bad) * math.log((1 - rate) / (1 - base_rate))
+        if llr > best_llr:
+            best, best_llr = i, llr
+    return best
 
 
 HOP_PRIOR: Final = 0.5  # a callee's deploy is half as likely a cause as the service's own

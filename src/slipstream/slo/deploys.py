@@ -25,6 +25,7 @@ from slipstream.slo.correlation import (
     binomial_upper_tail,
     control_shift,
     rate_rose,
+    rise_start,
     split_verdict,
 )
 from slipstream.slo.events import Deploy
@@ -48,6 +49,8 @@ BEFORE_AFTER_DECIDE_MS: Final = 3_600_000  # "after" is at most the hour after t
 SPLIT_REFERENCE_MIN: Final = 200  # old-version events during a split to serve as "before"
 OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confounds "after"
 MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
+DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after "after" began is not immediate
+CONTROL_POWER_BAD: Final = 5.0  # expected bad events of the controls that would show a rise
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,7 @@ class DeployTracker:
     @staticmethod
     def _before_after_from(tracked: TrackedDeploy, test: VersionSplitTest) -> int | None:
         """Where a before/after comparison's "after" starts, or None while the split judges."""
-        warmup = 0 if tracked.deploy.change_type in ("config", "flag") else BEFORE_AFTER_WARMUP_MS
+        warmup = _warmup(tracked)
         finished = tracked.deploy.phase == "finished" and tracked.ended_ms is not None
         if finished and tracked.ended_ms is not None and tracked.ended_ms > tracked.started_ms:
             # A progressive rollout reached everyone: judge the full exposure afresh (a
@@ -395,35 +398,45 @@ class DeployTracker:
         if trend >= 1.5 and p_trend <= ALPHA and late[0] >= MIN_BAD_EVENTS:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "rising before the deploy"}
         # Difference in differences: the services around (not callers, not callees, no
-        # change of their own) show what happened anyway, over all of "after" and lately.
+        # change of their own) show what happened anyway: over all of "after", lately, and
+        # since this SLO's own rise began (an incident that starts minutes after the
+        # change is seen there, undiluted).
         controls = find_controls()
         pres = {key: pre_of(f"control:{key}", other) for key, other in controls.items()}
-        usable, degraded, factor = control_shift(
-            ((pres[key], other.fine_range(post_from, post_to)) for key, other in controls.items()),
-            min_ratio=2.0,
-        )  # fmt: skip
-        _, degraded_lately, factor_lately = control_shift(
-            ((pres[key], other.fine_range(recent_from, post_to))
-             for key, other in controls.items()),
-            min_ratio=2.0,
-        )  # fmt: skip
-        evidence["controls"] = {"usable": usable, "degraded": max(degraded, degraded_lately),
-                                "rise": max(factor, factor_lately)}  # fmt: skip
+        # (from the switch itself: a code change's warm-up errors are its own too)
+        switched = post_from - _warmup(tracked)
+        rise_from = max(_rise_from(windows, pre, switched, post_to), post_from)
+        shifts = [
+            control_shift(((pres[key], other.fine_range(lo, post_to))
+                           for key, other in controls.items()), min_ratio=2.0)
+            for lo in sorted({post_from, recent_from, rise_from})
+        ]  # fmt: skip
+        shared = [s for s in shifts if s.shared]
+        factor = max((s.factor for s in shared), default=1.0)
+        watched = _control_power(pres, controls, rise_from, post_to)
+        evidence["controls"] = {"usable": shifts[0].usable,
+                                "degraded": max(s.degraded for s in shifts),
+                                "rise": factor, "rise_from_ms": rise_from,
+                                "expected_bad_since_rise": watched}  # fmt: skip
         min_ratio = 1.5
-        if degraded or degraded_lately:
+        if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
-            factor = max(factor, factor_lately)
             ratio, p_harm = rate_rose(pre, post, factor)
             recent_ratio, p_recent = rate_rose(pre, recent, factor)
             ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
         harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
+        # A rise that began minutes after the change may be the change (a delayed onset)
+        # or something that hit many services at once: only controls that could have shown
+        # it tell which, so wait until they have seen enough since the rise.
+        if harmful and rise_from - switched >= DELAYED_RISE_MS and watched < CONTROL_POWER_BAD:
+            return Verdict("SUSPECTED", 0.5), evidence | {"note": "waiting for controls"}
         if harmful and recent_ratio >= min_ratio and p_recent <= PERSIST_ALPHA:
             odds = CHANGE_PRIOR / (1 - CHANGE_PRIOR) * bayes_factor_bound(p_harm)
             posterior = odds / (1 + odds)
             if posterior >= 0.9:
                 return Verdict("ATTRIBUTED", posterior), evidence
-        if degraded or degraded_lately:
+        if shared:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
         rolled_out = tracked.deploy.phase == "finished" or tracked.deploy.rollout_fraction >= 1
         full_from = max(post_from, tracked.ended_ms or post_from)
@@ -499,6 +512,33 @@ def _dispersion(before: dict[str, list[int]], slo: str, windows: WindowCounts, s
         phi = sum(terms[:-1]) / (len(terms) - 2) if len(terms) > 3 else 1.0
         before[key] = [round(1000 * max(phi, 1.0)), 0]
     return before[key][0] / 1000
+
+
+def _warmup(tracked: TrackedDeploy) -> int:
+    """How long after the switch "after" starts: code warms up, config takes effect at once."""
+    return 0 if tracked.deploy.change_type in ("config", "flag") else BEFORE_AFTER_WARMUP_MS
+
+
+def _control_power(
+    pres: Mapping[str, tuple[int, int]], controls: Mapping[str, WindowCounts], lo: int, hi: int
+) -> float:
+    """Bad events the controls would have had since ``lo`` at their own "before" rates,
+    all but the one contributing most (one busy control alone says little about a shared
+    cause): how well they could show an incident that began then."""
+    expected = sorted(
+        pre[0] / pre[1] * controls[key].fine_range(lo, hi)[1]
+        for key, pre in pres.items()
+        if pre[1] >= 100
+    )
+    return sum(expected[:-1])
+
+
+def _rise_from(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int) -> int:
+    """Where, minute by minute in [lo, hi), the SLO's bad rate most likely rose above
+    ``pre``'s."""
+    steps = [windows.fine_range(t, min(t + 60_000, hi)) for t in range(lo, hi, 60_000)]
+    base = pre[0] / pre[1] if pre[1] else 0.0
+    return lo + 60_000 * rise_start(steps, base)
 
 
 def _shrunk(counts: tuple[int, int], phi: float) -> tuple[int, int]:
