@@ -250,33 +250,35 @@ def degraded_controls(
     return shift.usable, shift.degraded
 
 
-def _rose(before: Counts, after: Counts, min_ratio: float) -> bool:
+def _rose(before: Counts, after: Counts, min_ratio: float, alpha: float) -> bool:
     ratio, p = rate_rose(before, after)
-    return ratio >= min_ratio and p <= ALPHA and after[0] >= MIN_DEGRADED_BAD
+    return ratio >= min_ratio and p <= alpha and after[0] >= MIN_DEGRADED_BAD
 
 
 def control_shift(controls: Iterable[tuple[Counts, Counts]], min_ratio: float) -> ControlShift:
     """How controls' (before, after) counts moved: usable with at least 100 events before and
-    50 after, degraded when their bad rate rose ``min_ratio`` times, p <= 1 %, on at least
+    50 after, degraded when their bad rate rose ``min_ratio`` times, p <= 1 % over the
+    number of controls, on at least
     ``MIN_DEGRADED_BAD`` bad events (two unlucky requests are not an outage). ``factor`` is the
     rise a change on the service must exceed to explain anything (difference in
     differences); the pooled test sees a shared rise that each quiet control alone cannot."""
-    usable = degraded = 0
+    kept = [(b, a) for b, a in controls if b[1] >= 100 and a[1] >= 50]
+    usable = len(kept)
+    # Each control is one more chance of a fluke: Bonferroni over them.
+    alpha = ALPHA / max(usable, 1)
+    degraded = 0
     pooled = [0, 0, 0, 0]
     pooled_all = [0, 0, 0, 0]
-    for before, after in controls:
-        if before[1] < 100 or after[1] < 50:
-            continue
-        usable += 1
+    for before, after in kept:
         for i, x in enumerate((*before, *after)):
             pooled_all[i] += x
-        if _rose(before, after, min_ratio):
+        if _rose(before, after, min_ratio, alpha):
             degraded += 1
             for i, x in enumerate((*before, *after)):
                 pooled[i] += x
     factor = rate_rose((pooled[0], pooled[1]), (pooled[2], pooled[3]))[0] if degraded else 1.0
     pooled_rose = bool(usable) and _rose(
-        (pooled_all[0], pooled_all[1]), (pooled_all[2], pooled_all[3]), min_ratio
+        (pooled_all[0], pooled_all[1]), (pooled_all[2], pooled_all[3]), min_ratio, ALPHA
     )
     return ControlShift(usable, degraded, factor, pooled_rose)
 

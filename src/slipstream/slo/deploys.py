@@ -46,7 +46,6 @@ BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
 RECENT_MS: Final = 10 * 60_000  # "still failing": the last ten minutes of "after"
 JUDGE_HORIZON_MS: Final = 2 * 3_600_000  # a deploy is judged for two hours after its start
 BEFORE_AFTER_DECIDE_MS: Final = 3_600_000  # "after" is at most the hour after the change
-SPLIT_REFERENCE_MIN: Final = 200  # old-version events during a split to serve as "before"
 OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confounds "after"
 MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after "after" began is not immediate
@@ -371,10 +370,10 @@ class DeployTracker:
         pre = pre_of(slo, windows)
         phi = _dispersion(before, slo, windows, start)
         test = tracked.tests.get(slo)
-        if test is not None and test.total_new and test.total_old >= SPLIT_REFERENCE_MIN:
-            # After a split, the old version's rate while both served is the better "before":
-            # it shared whatever else happened meanwhile.
-            pre = (test.bad_old, test.total_old)
+        if test is not None and test.total_new and test.total_old:
+            # After a split, the old version while both served is "before" too: it shared
+            # whatever else happened meanwhile.
+            pre = (pre[0] + test.bad_old, pre[1] + test.total_old)
         post = windows.fine_range(post_from, post_to)
         # Counts vary more than a binomial's (bursts, traffic mix): test on counts shrunk
         # by the dispersion of the hour before (quasi-binomial), not on the raw ones.
