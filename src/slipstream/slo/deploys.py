@@ -29,7 +29,7 @@ from slipstream.slo.correlation import (
     split_verdict,
 )
 from slipstream.slo.events import Deploy
-from slipstream.slo.windows import FINE_MS, WindowCounts
+from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
 
 HISTORY_PER_SERVICE: Final = 20
 SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
@@ -43,6 +43,7 @@ BEFORE_AFTER_CLEAR_MS: Final = 30 * 60_000
 BEFORE_AFTER_ALPHA: Final = 0.0001
 PERSIST_ALPHA: Final = 0.01
 BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
+LONG_BEFORE_MS: Final = 6 * 3_600_000  # ... or six hours for a service that rarely fails
 RECENT_MS: Final = 10 * 60_000  # "still failing": the last ten minutes of "after"
 JUDGE_HORIZON_MS: Final = 2 * 3_600_000  # a deploy is judged for two hours after its start
 BEFORE_AFTER_DECIDE_MS: Final = 3_600_000  # "after" is at most the hour after the change
@@ -368,6 +369,13 @@ class DeployTracker:
             return kept_counts(before, key, counts, lo, hi)
 
         pre = pre_of(slo, windows)
+        if pre[0] < MIN_BAD_EVENTS:
+            # A quiet service's hour holds too few failures to know its rate: look further
+            # back, in the 5 min buckets that keep the day.
+            lo = start // MEDIUM_MS * MEDIUM_MS
+            far = kept_counts(before, f"long:{slo}", windows, lo - LONG_BEFORE_MS, lo, MEDIUM_MS)
+            if far[1] > pre[1]:
+                pre = far
         phi = _dispersion(before, slo, windows, start)
         test = tracked.tests.get(slo)
         if test is not None and test.total_new and test.total_old:
@@ -486,12 +494,17 @@ DISPERSION_CHUNK_MS: Final = 5 * 60_000
 
 
 def kept_counts(
-    store: dict[str, list[int]], key: str, counts: WindowCounts, lo: int, hi: int
+    store: dict[str, list[int]],
+    key: str,
+    counts: WindowCounts,
+    lo: int,
+    hi: int,
+    res_ms: int = FINE_MS,
 ) -> tuple[int, int]:
     """(bad, total) of ``counts`` in [lo, hi), kept in ``store`` under ``key`` from the first
     look: the 10 s buckets they come from expire while a deploy or episode is judged."""
     if key not in store:
-        store[key] = list(counts.fine_range(lo, hi))
+        store[key] = list(counts.range(res_ms, lo, hi))
     bad, total = store[key][0], store[key][1]
     return bad, total
 

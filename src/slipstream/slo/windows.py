@@ -285,9 +285,14 @@ class WindowCounts:
 
     def fine_range(self, start_ms: int, end_ms: int) -> tuple[int, int]:
         """(bad, total) of the 10 s buckets in [start, end), within the fine retention."""
-        series = self.series[FINE_MS]
+        return self.range(FINE_MS, start_ms, end_ms)
+
+    def range(self, res_ms: int, start_ms: int, end_ms: int) -> tuple[int, int]:
+        """(bad, total) of the buckets of resolution ``res_ms`` in [start, end), within its
+        retention."""
+        series = self.series[res_ms]
         bad = total = 0
-        for index in range(start_ms // FINE_MS, end_ms // FINE_MS):
+        for index in range(start_ms // res_ms, end_ms // res_ms):
             b, t = series.counts(index)
             bad += b
             total += t
