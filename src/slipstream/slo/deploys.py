@@ -49,6 +49,8 @@ JUDGE_HORIZON_MS: Final = 2 * 3_600_000  # a deploy is judged for two hours afte
 BEFORE_AFTER_DECIDE_MS: Final = 3_600_000  # "after" is at most the hour after the change
 OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confounds "after"
 MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
+# When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
+JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after "after" began is not immediate
 CONTROL_POWER_BAD: Final = 5.0  # expected bad events of the controls that would show a rise
 
@@ -243,24 +245,29 @@ class DeployTracker:
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
         verdict = split_verdict(test, test.bad_events / elapsed_s)
         evidence_extra: dict[str, Any] = {}
-        post_from = self._before_after_from(tracked, test)
-        if windows is not None and post_from is not None and verdict.verdict not in FINAL_VERDICTS:
+        starts = self._before_after_starts(tracked, test)
+        if windows is not None and starts and verdict.verdict not in FINAL_VERDICTS:
             start = tracked.started_ms // FINE_MS * FINE_MS
             kept_counts(tracked.before, slo, windows, start - BEFORE_MS, start)
-            callee = any(
-                (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
-                # an overlapping change of a called service, not cleared, confounds "after"
-                # unless that service's own failures cannot explain the rise
-                or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
-                    and self._callee_explains(tracked, slo, windows, name, counts,
-                                              max(post_from, started), clock_ms))
-                for name, started, theirs, counts in (callee_changes() if callee_changes else ())
-            )  # fmt: skip
-            judged, evidence_extra = self._before_after(
-                tracked, slo, windows, post_from, clock_ms, callee, controls or dict
-            )
-            if callee:
-                evidence_extra["note"] = "a called service changed too"
+            judgements = []
+            for post_from in starts:
+                callee = any(
+                    (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
+                    # an overlapping change of a called service, not cleared, confounds
+                    # "after" unless that service's own failures cannot explain the rise
+                    or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
+                        and self._callee_explains(tracked, slo, windows, name, counts,
+                                                  max(post_from, started), clock_ms))
+                    for name, started, theirs, counts in
+                    (callee_changes() if callee_changes else ())
+                )  # fmt: skip
+                judged, extra = self._before_after(
+                    tracked, slo, windows, post_from, clock_ms, callee, controls or dict
+                )
+                if callee:
+                    extra["note"] = "a called service changed too"
+                judgements.append((judged, extra))
+            judged, evidence_extra = max(judgements, key=lambda je: JUDGEMENT_RANK[je[0].verdict])
             if judged.verdict != "INCONCLUSIVE" or verdict.verdict == "INCONCLUSIVE":
                 verdict = judged
         previous = tracked.verdicts.get(slo)
@@ -309,17 +316,20 @@ class DeployTracker:
         return True
 
     @staticmethod
-    def _before_after_from(tracked: TrackedDeploy, test: VersionSplitTest) -> int | None:
-        """Where a before/after comparison's "after" starts, or None while the split judges."""
+    def _before_after_starts(tracked: TrackedDeploy, test: VersionSplitTest) -> list[int]:
+        """Where before/after comparisons' "after" starts; none while the split judges."""
         warmup = _warmup(tracked)
-        finished = tracked.deploy.phase == "finished" and tracked.ended_ms is not None
-        if finished and tracked.ended_ms is not None and tracked.ended_ms > tracked.started_ms:
-            # A progressive rollout reached everyone: judge the full exposure afresh (a
-            # split that ended undecided, or an untagged canary whose 5 % diluted "after").
-            return tracked.ended_ms + warmup
-        if test.total_new == 0 or test.total_old == 0:
-            return tracked.started_ms + warmup  # never split: instant switch or no tags
-        return None
+        never_split = test.total_new == 0 or test.total_old == 0
+        starts = [tracked.started_ms + warmup] if never_split else []
+        ended = tracked.ended_ms
+        if tracked.deploy.phase == "finished" and ended is not None and ended > tracked.started_ms:
+            # A progressive rollout reached everyone: judge the full exposure afresh too (a
+            # split that ended undecided, or an untagged canary whose 5 % diluted "after");
+            # an untagged rollout is still judged from its start, which saw its first harm.
+            starts.append(ended + warmup)
+            if not never_split:
+                starts = starts[-1:]
+        return starts
 
     def _rollback_check(
         self,
