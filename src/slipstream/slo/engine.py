@@ -371,9 +371,15 @@ class PartitionEngine:
 
     def _control_windows(self, slo: Slo) -> dict[str, WindowCounts]:
         """Counts of the SLOs that can serve as controls for ``slo``: their services neither
-        call nor are called by ``slo``'s, and have no change of their own under suspicion."""
+        call nor are called by ``slo``'s, and have no change under suspicion, neither their
+        own nor one of a service they call (its failures are theirs too)."""
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
-        treated = self.deploys.suspected_services(self.watermark_ms or 0)
+        suspected = self.deploys.suspected_services(self.watermark_ms or 0)
+        treated = suspected | {
+            name
+            for name, spec in self.catalogue.services.items()
+            if suspected.intersection(spec.depends_on)
+        }
         return {
             f"{other.slo.service}/{other.slo.name}": other.windows
             for other in self.runtimes.values()
