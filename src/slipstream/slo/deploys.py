@@ -19,6 +19,7 @@ from slipstream.slo.correlation import (
     ALPHA,
     CHANGE_PRIOR,
     MIN_BAD_EVENTS,
+    MIN_DEGRADED_BAD,
     Verdict,
     VersionSplitTest,
     bayes_factor_bound,
@@ -442,7 +443,8 @@ class DeployTracker:
             recent_ratio, p_recent = rate_rose(pre, recent, factor)
             ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
-        harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
+        evidence_bad = post[0] >= MIN_DEGRADED_BAD and pre[0] + post[0] >= MIN_BAD_EVENTS
+        harmful = evidence_bad and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
         # A rise that began minutes after the change may be the change (a delayed onset)
         # or something that hit many services at once: only controls that could have shown
         # it tell which, so wait until they have seen enough since the rise.
