@@ -53,7 +53,7 @@ MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incide
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after "after" began is not immediate
-CONTROL_POWER_BAD: Final = 5.0  # expected bad events of the controls that would show a rise
+CONTROL_POWER_BAD: Final = 3.0  # expected bad events of the controls that would show a rise
 
 
 @dataclass(frozen=True)
