@@ -8,21 +8,24 @@ from collections.abc import Callable
 from slipstream.slo.correlation import ControlShift, control_shift, rise_start
 from slipstream.slo.deploys import DeployTracker, Impact
 from slipstream.slo.events import Deploy
-from slipstream.slo.windows import FINE_MS, WindowCounts
+from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
 
 T0 = 1_790_000_000_000 // 3_600_000 * 3_600_000
 MINUTE = 60_000
 BUCKETS_PER_MIN = MINUTE // FINE_MS
 
 
-def counts(per_bucket: int, bad_every: Callable[[int], int]) -> WindowCounts:
-    """Two hours before the change and one after: ``per_bucket`` events every 10 s, one
-    of them bad every ``bad_every(minute since the change)`` buckets (0: none)."""
-    w = WindowCounts([3_600_000])
-    first = (T0 - 2 * 3_600_000) // FINE_MS
+def counts(per_bucket: int, bad_every: Callable[[int], int], hours_before: int = 2) -> WindowCounts:
+    """Hours before the change and one after: ``per_bucket`` events every 10 s, one of them
+    bad every ``bad_every(minute since the change)`` buckets (0: none), in the 10 s and the
+    5 min buckets alike."""
+    w = WindowCounts([3_600_000, 6 * 3_600_000])
+    first = (T0 - hours_before * 3_600_000) // FINE_MS
     for i, index in enumerate(range(first, (T0 + 3_600_000) // FINE_MS)):
         every = bad_every((index * FINE_MS - T0) // MINUTE)
-        w.add(FINE_MS, index, int(every > 0 and i % every == 0), per_bucket, 0)
+        bad = int(every > 0 and i % every == 0)
+        w.add(FINE_MS, index, bad, per_bucket, 0)
+        w.add(MEDIUM_MS, index * FINE_MS // MEDIUM_MS, bad, per_bucket, 0)
     return w
 
 
@@ -34,12 +37,18 @@ def rises_at_3_min(minute: int) -> int:
     return 5 if minute >= 3 else 100  # 20 times the rate from 3 min after the change
 
 
-def judge(controls: dict[str, WindowCounts], minutes: int = 20) -> list[Impact]:
-    tracker = DeployTracker()
-    for phase in ("started", "finished"):
-        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
-                                 T0, "ci"))  # fmt: skip
-    slo = counts(10, rises_at_3_min)
+def judge(
+    controls: dict[str, WindowCounts],
+    minutes: int = 20,
+    slo: WindowCounts | None = None,
+    tracker: DeployTracker | None = None,
+) -> list[Impact]:
+    if tracker is None:
+        tracker = DeployTracker()
+        for phase in ("started", "finished"):
+            tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
+                                     T0, "ci"))  # fmt: skip
+    slo = slo or counts(10, rises_at_3_min)
     impacts = []
     for clock in range(T0 + FINE_MS, T0 + minutes * MINUTE, FINE_MS):
         impact = tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
@@ -83,3 +92,38 @@ def test_pooled_controls_see_a_rise_no_single_control_can() -> None:
     assert shift == ControlShift(usable=4, degraded=0, factor=1.0, pooled_rose=True)
     assert shift.shared
     assert not control_shift([((2, 1000), (0, 200))] * 4, min_ratio=2.0).shared
+
+
+BUSY = {f"b{i}/availability": counts(100, lambda m: 10) for i in range(3)}
+
+
+def test_a_quiet_service_is_compared_with_six_hours_before() -> None:
+    # 0.025 % before (one failure in the hour, five in six), 0.5 % from the change on.
+    quiet = counts(10, lambda m: 20 if m >= 0 else 400, hours_before=7)
+    impacts = judge(BUSY, minutes=40, slo=quiet)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
+    assert attributed[0].evidence["pre"][1] == 6 * 360 * 10  # six hours of 10 s buckets
+
+
+def test_an_untagged_rollout_is_judged_from_its_start_after_it_finishes() -> None:
+    # A rolling code change without version tags: 10 %, 50 % at 10 min, everyone at 20 min,
+    # failing 10x from 15 min on, fixed forward at 26 min. The finish's own window (from
+    # 22 min, after the warm-up) is too short to tell; the rise since the start is plain.
+    tracker = DeployTracker()
+    for offset, phase, fraction in (
+        (0, "started", 0.1),
+        (10, "progress", 0.5),
+        (20, "progress", 1.0),
+        (20, "finished", 1.0),
+    ):
+        tracker.on_deploy(Deploy("api-v8", "api", "v8", "v7", "code", phase, fraction,
+                                 T0 + offset * MINUTE, "ci"))  # fmt: skip
+    tracker.on_deploy(Deploy("api-v9", "api", "v9", "v8", "code", "started", 0.1,
+                             T0 + 26 * MINUTE, "ci"))  # fmt: skip
+    slo = counts(10, lambda m: 4 if m >= 15 else 40)
+    impacts = judge(BUSY, minutes=26, slo=slo, tracker=tracker)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
+    assert attributed[0].evidence["post_from_ms"] == T0 + 2 * MINUTE
+    assert attributed[0].decided_at_ms > T0 + 20 * MINUTE
