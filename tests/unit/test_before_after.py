@@ -127,3 +127,32 @@ def test_an_untagged_rollout_is_judged_from_its_start_after_it_finishes() -> Non
     assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
     assert attributed[0].evidence["post_from_ms"] == T0 + 2 * MINUTE
     assert attributed[0].decided_at_ms > T0 + 20 * MINUTE
+
+
+def test_an_incident_during_a_split_is_not_the_change_that_followed_it() -> None:
+    # A tagged canary (5 %) finished after 10 min; an incident makes every version fail
+    # 20x from 1 min to 20 min. The old version failed during the split as much as the new
+    # one after it: it, not the quiet hour before, is what "after" is compared with.
+    tracker = DeployTracker()
+    for offset, phase, fraction in (
+        (0, "started", 0.05),
+        (10, "progress", 1.0),
+        (10, "finished", 1.0),
+    ):
+        tracker.on_deploy(Deploy("api-v8", "api", "v8", "v7", "code", phase, fraction,
+                                 T0 + offset * MINUTE, "ci"))  # fmt: skip
+    slo = counts(10, lambda m: 5 if 1 <= m < 20 else 100)
+    verdicts = []
+    for clock in range(T0 + FINE_MS, T0 + 20 * MINUTE, FINE_MS):
+        tick = (clock - T0) // FINE_MS - 1
+        if clock <= T0 + 10 * MINUTE:
+            incident = clock > T0 + MINUTE
+            old_bad = int(incident and tick % 5 == 0)
+            new_bad = int(incident and tick % 50 == 0)
+            tracker.count("api", "v7", clock - FINE_MS, "api/availability", old_bad, 9)
+            tracker.count("api", "v8", clock - FINE_MS, "api/availability", new_bad, 1)
+        impact = tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                  lambda: BUSY)  # fmt: skip
+        if impact is not None:
+            verdicts.append(impact.verdict.verdict)
+    assert "ATTRIBUTED" not in verdicts

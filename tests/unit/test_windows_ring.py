@@ -52,6 +52,11 @@ def test_the_ring_keeps_what_a_dict_with_retention_keeps(
             assert ring.cell(index) == (tuple(expected) if expected else None)
             assert ring.counts(index) == ((expected[0], expected[1]) if expected else (0, 0))
             assert ring.offset(index) == (expected[2] if expected else -1)
+        lo = clock - 2 * KEEP
+        for hi in range(lo, clock + HEADROOM + 2):  # every span, wrapping round the ring
+            for first in (lo, hi - KEEP // 2, hi - 1):
+                span = [model.get(i, [0, 0]) for i in range(first, hi)]
+                assert ring.sum(first, hi) == (sum(c[0] for c in span), sum(c[1] for c in span))
 
 
 def test_an_index_far_ahead_pushes_the_oldest_out_and_they_are_reported_as_expired() -> None:

@@ -390,9 +390,12 @@ class DeployTracker:
         phi = _dispersion(before, slo, windows, start)
         test = tracked.tests.get(slo)
         if test is not None and test.total_new and test.total_old:
-            # After a split, the old version while both served is "before" too: it shared
-            # whatever else happened meanwhile.
-            pre = (pre[0] + test.bad_old, pre[1] + test.total_old)
+            # After a split, the old version while both served is "before" too. When it
+            # failed more than the hour before, something else was going on meanwhile (the
+            # old version cannot have the change's fault): it alone is the reference then.
+            old = (test.bad_old, test.total_old)
+            rise, p_rise = rate_rose(pre, old)
+            pre = old if rise >= 1.5 and p_rise <= 0.05 else (pre[0] + old[0], pre[1] + old[1])
         post = windows.fine_range(post_from, post_to)
         # Counts vary more than a binomial's (bursts, traffic mix): test on counts shrunk
         # by the dispersion of the hour before (quasi-binomial), not on the raw ones.
