@@ -11,6 +11,7 @@ from typing import Any
 
 from slipstream.bench.correlation import (
     DETECTABLE_EXCESS,
+    FRESH_SEEDS,
     REPORTING_SEEDS,
     TUNING_SEEDS,
     pooled,
@@ -71,13 +72,14 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     )
     corr = bench.add_argument_group("correlation")
     corr.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
-    corr.add_argument("--seeds", choices=["reporting", "tuning"], default="reporting")
+    corr.add_argument("--seeds", choices=["reporting", "tuning", "fresh"], default="reporting",
+                      help="reporting 101-110, tuning 1-12, fresh 13-36 (neither)")  # fmt: skip
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.which == "perf":
         return run_perf_bench(args, settings)
-    seeds = REPORTING_SEEDS if args.seeds == "reporting" else TUNING_SEEDS
+    seeds = {"reporting": REPORTING_SEEDS, "tuning": TUNING_SEEDS, "fresh": FRESH_SEEDS}[args.seeds]
     results = []
     started = time.monotonic()
     for i, seed in enumerate(seeds, 1):

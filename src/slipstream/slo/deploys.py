@@ -19,7 +19,6 @@ from slipstream.slo.correlation import (
     ALPHA,
     CHANGE_PRIOR,
     MIN_BAD_EVENTS,
-    MIN_DEGRADED_BAD,
     Verdict,
     VersionSplitTest,
     bayes_factor_bound,
@@ -52,7 +51,7 @@ OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confound
 MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
-DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after "after" began is not immediate
+DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after the switch is not immediate
 CONTROL_POWER_BAD: Final = 3.0  # expected bad events of the controls that would show a rise
 
 
@@ -446,8 +445,7 @@ class DeployTracker:
             recent_ratio, p_recent = rate_rose(pre, recent, factor)
             ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
-        evidence_bad = post[0] >= MIN_DEGRADED_BAD and pre[0] + post[0] >= MIN_BAD_EVENTS
-        harmful = evidence_bad and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
+        harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
         # A rise that began minutes after the change may be the change (a delayed onset)
         # or something that hit many services at once: only controls that could have shown
         # it tell which, so wait until they have seen enough since the rise.
