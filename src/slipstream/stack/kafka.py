@@ -153,8 +153,13 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
 
 
 def new_cluster_id() -> str:
-    # The form StorageTool's random-uuid prints: 16 random bytes, base64url, unpadded.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # The form StorageTool's random-uuid prints: 16 random bytes, base64url, unpadded; and
+    # like Kafka's Uuid.randomUuid, never one that starts with "-", which StorageTool's
+    # argument parser would take for an option (1 format in 64 failed).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaServer:
