@@ -37,6 +37,14 @@ def rises_at_3_min(minute: int) -> int:
     return 5 if minute >= 3 else 100  # 20 times the rate from 3 min after the change
 
 
+def roll_out(tracker: DeployTracker, version: str, steps: list[tuple[int, str, float]]) -> None:
+    """Phases of a code change of "api" to ``version``: (minute, phase, rollout fraction)."""
+    previous = f"v{int(version[1:]) - 1}"
+    for minute, phase, fraction in steps:
+        tracker.on_deploy(Deploy(f"api-{version}", "api", version, previous, "code", phase,
+                                 fraction, T0 + minute * MINUTE, "ci"))  # fmt: skip
+
+
 def judge(
     controls: dict[str, WindowCounts],
     minutes: int = 20,
@@ -111,16 +119,9 @@ def test_an_untagged_rollout_is_judged_from_its_start_after_it_finishes() -> Non
     # failing 10x from 15 min on, fixed forward at 26 min. The finish's own window (from
     # 22 min, after the warm-up) is too short to tell; the rise since the start is plain.
     tracker = DeployTracker()
-    for offset, phase, fraction in (
-        (0, "started", 0.1),
-        (10, "progress", 0.5),
-        (20, "progress", 1.0),
-        (20, "finished", 1.0),
-    ):
-        tracker.on_deploy(Deploy("api-v8", "api", "v8", "v7", "code", phase, fraction,
-                                 T0 + offset * MINUTE, "ci"))  # fmt: skip
-    tracker.on_deploy(Deploy("api-v9", "api", "v9", "v8", "code", "started", 0.1,
-                             T0 + 26 * MINUTE, "ci"))  # fmt: skip
+    roll_out(tracker, "v8", [(0, "started", 0.1), (10, "progress", 0.5),
+                             (20, "progress", 1.0), (20, "finished", 1.0)])  # fmt: skip
+    roll_out(tracker, "v9", [(26, "started", 0.1)])
     slo = counts(10, lambda m: 4 if m >= 15 else 40)
     impacts = judge(BUSY, minutes=26, slo=slo, tracker=tracker)
     attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
@@ -134,13 +135,7 @@ def test_an_incident_during_a_split_is_not_the_change_that_followed_it() -> None
     # 20x from 1 min to 20 min. The old version failed during the split as much as the new
     # one after it: it, not the quiet hour before, is what "after" is compared with.
     tracker = DeployTracker()
-    for offset, phase, fraction in (
-        (0, "started", 0.05),
-        (10, "progress", 1.0),
-        (10, "finished", 1.0),
-    ):
-        tracker.on_deploy(Deploy("api-v8", "api", "v8", "v7", "code", phase, fraction,
-                                 T0 + offset * MINUTE, "ci"))  # fmt: skip
+    roll_out(tracker, "v8", [(0, "started", 0.05), (10, "progress", 1.0), (10, "finished", 1.0)])
     slo = counts(10, lambda m: 5 if 1 <= m < 20 else 100)
     verdicts = []
     for clock in range(T0 + FINE_MS, T0 + 20 * MINUTE, FINE_MS):

@@ -255,32 +255,28 @@ def _rose(before: Counts, after: Counts, min_ratio: float, alpha: float) -> bool
     return ratio >= min_ratio and p <= alpha and after[0] >= MIN_DEGRADED_BAD
 
 
+def _summed(pairs: Iterable[tuple[Counts, Counts]]) -> tuple[Counts, Counts]:
+    """(before, after) of several controls added up."""
+    b_bad = b_total = a_bad = a_total = 0
+    for (bb, bt), (ab, at) in pairs:
+        b_bad, b_total, a_bad, a_total = b_bad + bb, b_total + bt, a_bad + ab, a_total + at
+    return (b_bad, b_total), (a_bad, a_total)
+
+
 def control_shift(controls: Iterable[tuple[Counts, Counts]], min_ratio: float) -> ControlShift:
     """How controls' (before, after) counts moved: usable with at least 100 events before and
     50 after, degraded when their bad rate rose ``min_ratio`` times, p <= 1 % over the
-    number of controls, on at least
-    ``MIN_DEGRADED_BAD`` bad events (two unlucky requests are not an outage). ``factor`` is the
-    rise a change on the service must exceed to explain anything (difference in
-    differences); the pooled test sees a shared rise that each quiet control alone cannot."""
+    number of controls, on at least ``MIN_DEGRADED_BAD`` bad events (two unlucky requests
+    are not an outage). ``factor`` is the rise a change on the service must exceed to
+    explain anything (difference in differences); the pooled test sees a shared rise that
+    each quiet control alone cannot."""
     kept = [(b, a) for b, a in controls if b[1] >= 100 and a[1] >= 50]
-    usable = len(kept)
     # Each control is one more chance of a fluke: Bonferroni over them.
-    alpha = ALPHA / max(usable, 1)
-    degraded = 0
-    pooled = [0, 0, 0, 0]
-    pooled_all = [0, 0, 0, 0]
-    for before, after in kept:
-        for i, x in enumerate((*before, *after)):
-            pooled_all[i] += x
-        if _rose(before, after, min_ratio, alpha):
-            degraded += 1
-            for i, x in enumerate((*before, *after)):
-                pooled[i] += x
-    factor = rate_rose((pooled[0], pooled[1]), (pooled[2], pooled[3]))[0] if degraded else 1.0
-    pooled_rose = bool(usable) and _rose(
-        (pooled_all[0], pooled_all[1]), (pooled_all[2], pooled_all[3]), min_ratio, ALPHA
-    )
-    return ControlShift(usable, degraded, factor, pooled_rose)
+    alpha = ALPHA / max(len(kept), 1)
+    rose = [(b, a) for b, a in kept if _rose(b, a, min_ratio, alpha)]
+    factor = rate_rose(*_summed(rose))[0] if rose else 1.0
+    pooled_rose = bool(kept) and _rose(*_summed(kept), min_ratio, ALPHA)
+    return ControlShift(len(kept), len(rose), factor, pooled_rose)
 
 
 def rise_start(steps: Sequence[Counts], base_rate: float) -> int:

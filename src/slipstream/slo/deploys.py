@@ -423,17 +423,19 @@ class DeployTracker:
         # change is seen there, undiluted).
         controls = find_controls()
         pres = {key: pre_of(f"control:{key}", other) for key, other in controls.items()}
-        # (from the switch itself: a code change's warm-up errors are its own too)
+        # The rise is located from the switch itself: a code change's warm-up errors are
+        # its own too.
         switched = post_from - _warmup(tracked)
         rise_from = max(_rise_from(windows, pre, switched, post_to), post_from)
+        afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
+                  for lo in sorted({post_from, recent_from, rise_from})}  # fmt: skip
         shifts = [
-            control_shift(((pres[key], other.fine_range(lo, post_to))
-                           for key, other in controls.items()), min_ratio=2.0)
-            for lo in sorted({post_from, recent_from, rise_from})
-        ]  # fmt: skip
+            control_shift(((pres[key], after[key]) for key in controls), min_ratio=2.0)
+            for after in afters.values()
+        ]
         shared = [s for s in shifts if s.shared]
         factor = max((s.factor for s in shared), default=1.0)
-        watched = _control_power(pres, controls, rise_from, post_to)
+        watched = _control_power(pres, afters[rise_from])
         evidence["controls"] = {"usable": shifts[0].usable,
                                 "degraded": max(s.degraded for s in shifts),
                                 "rise": factor, "rise_from_ms": rise_from,
@@ -545,15 +547,13 @@ def _warmup(tracked: TrackedDeploy) -> int:
 
 
 def _control_power(
-    pres: Mapping[str, tuple[int, int]], controls: Mapping[str, WindowCounts], lo: int, hi: int
+    pres: Mapping[str, tuple[int, int]], since_rise: Mapping[str, tuple[int, int]]
 ) -> float:
-    """Bad events the controls would have had since ``lo`` at their own "before" rates,
+    """Bad events the controls would have had since the rise at their own "before" rates,
     all but the one contributing most (one busy control alone says little about a shared
     cause): how well they could show an incident that began then."""
     expected = sorted(
-        pre[0] / pre[1] * controls[key].fine_range(lo, hi)[1]
-        for key, pre in pres.items()
-        if pre[1] >= 100
+        pre[0] / pre[1] * since_rise[key][1] for key, pre in pres.items() if pre[1] >= 100
     )
     return sum(expected[:-1])
 
