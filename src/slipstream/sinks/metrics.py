@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from slipstream import __version__, conventions
 
@@ -43,6 +43,32 @@ class WorkerMetrics:
         self.late_events = Counter(
             "slipstream_late_events",
             "Events behind their SLO's evaluation clock: counted, but past evaluations stand.",
+            registry=registry,
+        )
+        # Readiness: ready == assigned once every owned partition's state is restored and
+        # shown (a probe, or a test, waits for it before reading /metrics as complete).
+        self.partitions_assigned = Gauge(
+            "slipstream_partitions_assigned",
+            "Source partitions assigned to this worker.",
+            registry=registry,
+        )
+        self.partitions_ready = Gauge(
+            "slipstream_partitions_ready",
+            "Assigned source partitions whose state is restored and shown in /metrics.",
+            registry=registry,
+        )
+        self.offset_jumps = Counter(
+            "slipstream_input_offset_jumps",
+            "Source messages that arrived more than one offset beyond the highest of their "
+            "partition: the client skipped some, which are read again.",
+            ["topic"],
+            registry=registry,
+        )
+        self.held_messages = Counter(
+            "slipstream_input_held_messages",
+            "Source messages of a partition still being restored, left unacknowledged to be "
+            "read again once it is.",
+            ["topic"],
             registry=registry,
         )
         self.replayed_skipped = Counter(

@@ -3,6 +3,11 @@
 Writes are buffered as the latest value per key, so an outage costs memory
 bounded by the number of SLOs, never by the number of updates; the next
 successful flush writes the newest state (idempotent absolutes).
+
+A Redis that comes back after an outage, or restarts between two flushes (its
+``run_id`` changes), may have lost what was written before: the next flush then
+writes the whole current state again, not just what changed, so Redis converges
+within one flush interval of being reachable.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from slipstream.slo.engine import BudgetSnapshot, PolicyChange
 
 log = logging.getLogger(__name__)
 
+# Keys of the known state kept for a rewrite (budgets, deploy verdicts, policies).
+KNOWN_KEYS_MAX = 200_000
+
 
 class RedisStateSink:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
@@ -30,7 +38,14 @@ class RedisStateSink:
         self._budget_at: dict[str, int] = {}  # event time of each SLO's newest state
         self._alerts: dict[str, dict[str, str] | None] = {}  # None: delete (resolved)
         self._index: set[str] = set()
+        # The whole current state, written again after an outage or a Redis restart.
+        self._known: dict[str, dict[str, str]] = {}
+        self._known_alerts: dict[str, dict[str, str]] = {}
+        self._known_index: set[str] = set()
+        self._resync = False
+        self._run_id: str | None = None
         self.failures = 0
+        self.resyncs = 0
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> RedisStateSink:
@@ -86,29 +101,67 @@ class RedisStateSink:
         return len(self._budgets) + len(self._alerts)
 
     def flush(self) -> bool:
-        """Write everything buffered in one pipeline; keep it for the next try on failure."""
-        if not self._budgets and not self._alerts:
-            return True
+        """Write everything buffered in one pipeline; keep it for the next try on failure.
+        After a failure or a Redis restart, write the whole known state instead."""
+        self._remember()
         started = time.perf_counter()
         try:
+            run_id = self._server_run_id()
+            if self._run_id is not None and run_id != self._run_id:
+                self._resync = True  # restarted since the last flush: it may be empty
+            if not self._resync and not self._budgets and not self._alerts:
+                self._run_id = run_id
+                return True
+            resync = self._resync
+            budgets = self._known if resync else self._budgets
+            alerts: dict[str, dict[str, str] | None] = (
+                dict(self._known_alerts) if resync else self._alerts
+            )
+            index = self._known_index if resync else self._index
             with self.client.pipeline(transaction=False) as pipe:
-                for key, mapping in self._budgets.items():
+                for key, mapping in budgets.items():
                     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-                for key, alert in self._alerts.items():
+                for key, alert in alerts.items():
                     pipe.delete(key)
                     if alert is not None:
                         pipe.hset(key, mapping=alert)  # type: ignore[arg-type]
-                if self._index:
-                    pipe.sadd(conventions.redis_key(self.namespace, "slos"), *self._index)
+                if index:
+                    pipe.sadd(conventions.redis_key(self.namespace, "slos"), *index)
                 pipe.execute()
         except redis.RedisError as exc:
             self.failures += 1
+            self._resync = True
             log.warning("redis flush failed, keeping %d keys for the next try: %s",
-                        self.pending, exc)  # fmt: skip
+                        len(self._known) + len(self._known_alerts), exc)  # fmt: skip
             return False
+        if resync:
+            self.resyncs += 1
+            log.info("redis: wrote the whole state again (%d keys)", len(budgets) + len(alerts))
         log.debug("redis flush keys=%d duration_ms=%.1f", self.pending,
                   (time.perf_counter() - started) * 1000)  # fmt: skip
+        self._run_id = run_id
+        self._resync = False
         self._budgets.clear()
         self._alerts.clear()
         self._index.clear()
         return True
+
+    def _server_run_id(self) -> str:
+        """Redis's ``run_id`` (new at every start); "" where INFO is not allowed (an ACL
+        user without +info: a restart is then noticed only when a flush fails)."""
+        try:
+            return str(self.client.info("server").get("run_id", ""))
+        except redis.ResponseError:
+            return ""
+
+    def _remember(self) -> None:
+        """Fold what is buffered into the known state (bounded: one entry per key)."""
+        self._known.update(self._budgets)
+        for key, alert in self._alerts.items():
+            if alert is None:
+                self._known_alerts.pop(key, None)
+            else:
+                self._known_alerts[key] = alert
+        self._known_index |= self._index
+        while len(self._known) > KNOWN_KEYS_MAX:  # the keys first written go first
+            del self._known[next(iter(self._known))]

@@ -11,8 +11,10 @@ are the batch's offsets acknowledged for commit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 import weakref
@@ -43,7 +45,7 @@ from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
-from slipstream.streams import engine_store
+from slipstream.streams import engine_store, faust_fixes
 from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
 from slipstream.streams.topics import ensure_topics
 
@@ -54,6 +56,15 @@ REDIS_FLUSH_INTERVAL_S = 1.0
 BATCH_MAX_MESSAGES = 5000
 BATCH_WITHIN_S = 0.2
 BUDGET_FLUSH_INTERVAL_S = 5.0
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a supervisor restarts the worker, which replays the batch
+
+
+# Table key of the highest source offset absorbed: "<partition>|o|<source topic>".
+OFFSETS_KEY = "|o|"
+
+
+def offsets_key(partition: int, topic: str) -> str:
+    return f"{partition}{OFFSETS_KEY}{topic}"
 
 
 def now_ms() -> int:
@@ -97,11 +108,20 @@ class EngineHost:
         self.restoring: dict[int, PartitionEngine] = {}
         self.loaded: dict[int, int] = {}  # changelog entries read per restoring partition
         self.unshown: set[int] = set()  # live, restored state not yet sent to the sinks
+        # (partition, source topic) -> the highest offset the restored state absorbed.
+        self.restored_offsets: dict[tuple[int, str], int] = {}
 
     def load_entry(self, partition: int, key: str, value: Any) -> None:
         if partition in self.engines:
             # Live already: a rebalance that kept the partition re-reads the changelog's
             # tail, this engine's own writes. The engine is ahead of them; nothing to do.
+            return
+        if key.startswith(f"{partition}{OFFSETS_KEY}"):
+            topic = key[len(f"{partition}{OFFSETS_KEY}") :]
+            if value is None:
+                self.restored_offsets.pop((partition, topic), None)
+            else:
+                self.restored_offsets[(partition, topic)] = int(value)
             return
         engine = self.restoring.get(partition)
         if engine is None:
@@ -143,9 +163,15 @@ class EngineHost:
                 out += [rt.latest for rt in self.engines[p].runtimes.values() if rt.latest]
         return out
 
+    def partitions(self) -> set[int]:
+        """Partitions with an engine, live or restoring."""
+        return set(self.engines) | set(self.restoring)
+
     def drop(self, partitions: set[int]) -> set[tuple[str, str]]:
         gone: set[tuple[str, str]] = set()
         for p in partitions:
+            for key in [k for k in self.restored_offsets if k[0] == p]:
+                del self.restored_offsets[key]
             self.restoring.pop(p, None)
             self.loaded.pop(p, None)
             self.unshown.discard(p)
@@ -167,6 +193,7 @@ class SloWorker:
         redis_sink: RedisStateSink,
     ) -> None:
         self.metrics, self.state, self.redis_sink = metrics, state, redis_sink
+        faust_fixes.apply()
         ns = settings.namespace
         datadir = Path(settings.stack_dir) / "worker" / (ns or "default")
         datadir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +246,10 @@ class SloWorker:
             key_type=str,  # keys and values go to the changelog as JSON
         )
         self.ingestor = Ingestor()
+        # The highest source offset absorbed per (topic, partition) in this process's life.
+        self.high_offset: dict[tuple[str, int], int] = {}
+        self.held: dict[tuple[str, int], set[int]] = {}  # offsets held while reading again
+        self.ready: set[int] = set()  # owned partitions whose state is restored and shown
         self.codec = AvroCodec()
         self.host = EngineHost(catalogue)
         # Where engine_store sends the entries it recovers.
@@ -231,12 +262,27 @@ class SloWorker:
         async def consume_sources(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
             batches = stream.take_events(BATCH_MAX_MESSAGES, BATCH_WITHIN_S)  # type: ignore[attr-defined]
             async for events in batches:
-                await self.handle_batch(events)
+                try:
+                    await self.handle_batch(events)
+                except asyncio.CancelledError:
+                    # Stopped mid-batch (SIGTERM, a crash elsewhere): take_events would
+                    # acknowledge the whole batch as it closes, and the commit on the way
+                    # out would skip what was not done. Held, the batch is read again.
+                    for event in events:
+                        event.message.incref()
+                    raise
+                except Exception:
+                    # take_events acknowledges a batch even when its handling raised
+                    # (faust #315): exit before it can, so a restart replays the batch.
+                    log.critical("a batch of %d messages failed; exiting unacknowledged",
+                                 len(events), exc_info=True)  # fmt: skip
+                    logging.shutdown()
+                    os._exit(EXIT_BATCH_FAILED)
                 yield None
 
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
         app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
-        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
         self.table.on_recover(self.on_recovered)
 
     async def handle_batch(self, events: list[Any]) -> None:
@@ -245,16 +291,77 @@ class SloWorker:
         by_partition: dict[int, list[Any]] = {}
         for event in events:
             by_partition.setdefault(event.message.partition, []).append(event)
-        for owned in by_partition.values():
+        for partition, owned in by_partition.items():
             engine: PartitionEngine | None = None
             for event in owned:
                 engine = await self.absorb(event) or engine
-            if engine is not None:
-                with event_context(owned[-1]):
+            with event_context(owned[-1]):
+                if engine is not None:
                     await self.apply(engine.end())
+                self.save_offsets(partition, owned)
+
+    def save_offsets(self, partition: int, events: list[Any]) -> None:
+        """The highest source offset absorbed per topic, in the changelog after the state it
+        produced: a restarted worker knows where its state ends and tells a replay (at or
+        below it) from a message the client skipped ahead to (above it plus one)."""
+        for topic in {event.message.topic for event in events}:
+            high = self.high_offset.get((topic, partition))
+            if high is not None:
+                self.table[offsets_key(partition, self.base_of.get(topic, topic))] = high
+
+    async def in_order(self, event: faust.EventT[Any]) -> bool:
+        """False for a message that arrived beyond the next offset of its partition: the
+        client skipped some (faust does, around a restart's seek to the committed offsets),
+        and absorbing this one first would make the offset guard drop them when they come.
+        The partition is read again from the first one missing; this message is held
+        unacknowledged (its re-read copy is the one counted). When the re-read starts with
+        this same message, the offsets before it hold no records (a real gap): go on."""
+        msg = event.message
+        key = (msg.topic, msg.partition)
+        if msg.partition not in self.ready or self.app.rebalancing:
+            # Its state is still being read from the changelog (a message fetched before
+            # recovery paused the partition would make the half-read engine live and the
+            # rest of the changelog be ignored), or recovery has resumed the partitions but
+            # not yet sought them back to the committed offsets (faust does it in that
+            # order): held, it is read again after that seek.
+            self.hold(msg)
+            self.metrics.held_messages.labels(self.base_of.get(msg.topic, "other")).inc()
+            return False
+        high = self.high_offset.get(key)
+        if high is None:  # the first message since start or assignment: where state ends
+            high = self.host.restored_offsets.get(
+                (msg.partition, self.base_of.get(msg.topic, msg.topic))
+            )
+        if high is not None and msg.offset > high + 1:
+            held = self.held.setdefault(key, set())
+            if msg.offset not in held:
+                held.add(msg.offset)
+                self.hold(msg)
+                if len(held) == 1:
+                    log.warning("%s[%d]: offset %d arrived after %d; reading again from %d",
+                                msg.topic, msg.partition, msg.offset, high, high + 1)  # fmt: skip
+                    self.metrics.offset_jumps.labels(self.base_of.get(msg.topic, "other")).inc()
+                    # seek_wait runs in the consumer's thread; faust's seek() touches the
+                    # client from this one, and the fetcher may never notice.
+                    await self.app.consumer.seek_wait({msg.tp: high + 1})
+                return False
+        if high is None or msg.offset > high:
+            self.high_offset[key] = msg.offset
+            self.held.pop(key, None)
+        return True
+
+    def hold(self, message: Any) -> None:
+        """Leave a message unprocessed and keep it from being committed: take_events' ack
+        will not be its last (one more reference), and the consumer stops waiting for it
+        (a rebalance or a stop waits for every message to be acknowledged): its re-read
+        copy is the one processed, acknowledged and committed."""
+        message.incref()
+        self.app.consumer._unacked_messages.discard(message)  # type: ignore[attr-defined]
 
     async def absorb(self, event: faust.EventT[Any]) -> PartitionEngine | None:
         """Decode, dead-letter or count one message; the engine that counted it, if any."""
+        if not await self.in_order(event):
+            return None
         msg, metrics = event.message, self.metrics
         topic = self.base_of.get(msg.topic, "other")
         value: bytes = event.value or b""
@@ -349,17 +456,36 @@ class SloWorker:
             for snapshot in engine.pending_snapshots():
                 await self.publish_budget(snapshot)
 
+    def owned_partitions(self) -> set[int]:
+        requests = next(t for t, base in self.base_of.items() if base == conventions.REQUESTS_TOPIC)
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == requests}
+
+    async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """After a rebalance: drop the state of partitions no longer assigned. Not on faust's
+        revoke signal: it names every partition (an eager rebalance revokes all before it
+        assigns), while faust's tables keep a partition assigned again and read only the
+        tail of its changelog, so its engine must stay."""
+        owned = self.owned_partitions()
+        gone = self.host.partitions() - owned
+        if gone:
+            self.ready -= gone
+            for key in [k for k in self.high_offset if k[1] in gone]:
+                del self.high_offset[key]
+            for key in [k for k in self.held if k[1] in gone]:
+                del self.held[key]
+            self.state.forget(self.host.drop(gone))
+        self.metrics.partitions_assigned.set(len(owned))
+        # Newly assigned partitions are ready when the recovery that follows completes.
+        self.metrics.partitions_ready.set(len(self.ready & owned))
+
     async def on_recovered(self) -> None:
         """After table recovery: show the restored state at once, before any new event."""
-        requests = next(t for t, base in self.base_of.items() if base == conventions.REQUESTS_TOPIC)
-        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == requests}
+        owned = self.owned_partitions()
         for snapshot in self.host.restored_snapshots(owned):
             self.state.add_snapshot(snapshot)
             self.redis_sink.add_snapshot(snapshot)
-
-    async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
-        partitions = {tp.partition for tp in revoked if tp.topic in self.base_of}
-        self.state.forget(self.host.drop(partitions))
+        self.ready = owned
+        self.metrics.partitions_ready.set(len(owned))
 
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
