@@ -8,7 +8,7 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint typecheck check stack-up stack-down stack-status worker bench bench-short clean
+.PHONY: help install demo test faults test-unit test-integration lint typecheck check stack-up stack-down stack-status worker bench bench-short clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ demo: install ## the main job: local stack + worker + live traffic (Ctrl-C stops
 
 test: install ## run the tests (unit + integration against the real Kafka, Redis, Prometheus)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+faults: install ## the full fault suite: RELIABILITY.md's table at full size (~10 min; figures in fault-report.jsonl)
+	$(BIN)/slipstream stack up
+	SLIPSTREAM_FAULTS=full $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 bench: install ## the full performance benchmark (starts the local stack; ~20 min)
 	$(BIN)/slipstream stack up

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,10 +100,21 @@ def events(n: int, services: int, seed: int, end_ms: int) -> Iterator[dict[str, 
                              failed, latency)  # fmt: skip
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def preload(
-    settings: Settings, shape: str, n: int, services: int, seed: int, progress: Any = None
+    settings: Settings,
+    shape: str,
+    n: int,
+    services: int,
+    seed: int,
+    progress: Any = None,
+    records: Iterable[dict[str, Any]] | None = None,
 ) -> Load:
-    """Create the namespace's topics and fill its request topic with ``n`` events."""
+    """Create the namespace's topics and fill its request topic with ``n`` events (or with
+    ``records``, ``n`` of them, in event-time order)."""
     if shape not in SHAPES:
         raise ValueError(f"shape {shape!r}: expected one of {SHAPES}")
     namespace = settings.namespace
@@ -118,7 +129,7 @@ def preload(
         max_request_size=4 * 1024 * 1024,
     )
     started = time.monotonic()
-    messages = size = 0
+    messages = size = sent = 0
     pending: dict[str, list[dict[str, Any]]] = {}
 
     def send(service: str, value: bytes) -> None:
@@ -128,7 +139,9 @@ def preload(
         size += len(value)
 
     try:
-        for i, record in enumerate(events(n, services, seed, int(time.time() * 1000))):
+        source = records if records is not None else events(n, services, seed, now_ms())
+        for i, record in enumerate(source):
+            sent += 1
             service = record["service"]
             if shape == "single":
                 send(service, codec.encode("RequestEvent", record))
@@ -147,5 +160,12 @@ def preload(
     finally:
         producer.close()
     return Load(
-        shape, namespace, topic, settings.partitions, messages, n, size, time.monotonic() - started
+        shape,
+        namespace,
+        topic,
+        settings.partitions,
+        messages,
+        sent,
+        size,
+        time.monotonic() - started,
     )

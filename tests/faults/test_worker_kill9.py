@@ -1,0 +1,102 @@
+"""Worker kill -9 at random moments of a replay: nothing lost, nothing counted twice.
+
+The source topic is loaded first (SDK batches, then single-event messages), then a
+worker of one consumer group drains it and is killed with SIGKILL at random points of
+its progress, restarted each time. After the last restart it drains the rest. The
+changelog's buckets must equal those of a fault-free engine fed the same topic, and
+the alert topic must hold exactly the fault-free run's transitions.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from slipstream.bench.load import now_ms, preload, write_catalogue
+from slipstream.settings import Settings
+
+from faultkit import (
+    EVENTS_PER_S,
+    FULL,
+    Worker,
+    consumed,
+    drained,
+    random_moments,
+    reckon,
+    record,
+    replay_records,
+    wait_for,
+    worker_settings,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+SERVICES = 20
+BATCHED_EVENTS = 1_000_000 if FULL else 120_000
+SINGLE_EVENTS = 60_000 if FULL else 10_000
+KILLS = 10 if FULL else 3
+
+
+def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    catalogue = write_catalogue(tmp_path / "catalogue.yaml", SERVICES)
+    settings = worker_settings(settings, catalogue)
+    start = now_ms() - (BATCHED_EVENTS + SINGLE_EVENTS) * 1000 // EVENTS_PER_S
+    batched = preload(settings, "batched", BATCHED_EVENTS, SERVICES, 11,
+                      records=replay_records(BATCHED_EVENTS, SERVICES, 11, start))  # fmt: skip
+    start += BATCHED_EVENTS * 1000 // EVENTS_PER_S
+    single = preload(settings, "single", SINGLE_EVENTS, SERVICES, 12,
+                     records=replay_records(SINGLE_EVENTS, SERVICES, 12, start))  # fmt: skip
+    messages = batched.messages + single.messages
+    worker = Worker(settings, tmp_path / "worker.log")
+    # Kill points in messages consumed by the process being killed: each run progresses.
+    per_life = random_moments(rng, messages, KILLS)
+    lives = [b - a for a, b in zip([0, *per_life], per_life, strict=False)]
+    restarts: list[float] = []
+    started = time.monotonic()
+    for target in lives:
+        with worker.running():
+            t0 = time.monotonic()
+            wait_for(lambda: consumed(worker.addr) > 0, 120, "the first message", worker)
+            restarts.append(time.monotonic() - t0)
+            want = max(target, 1)
+
+            def reached(want: int = want) -> bool:
+                return consumed(worker.addr) >= want or drained(settings)()
+
+            wait_for(reached, 300, f"{want} messages consumed", worker)
+            worker.kill9()
+    with worker.running():
+        t0 = time.monotonic()
+        wait_for(drained(settings), 600, "the group to commit every message", worker)
+        last = time.monotonic() - t0
+    elapsed = time.monotonic() - started
+    result = reckon(settings)
+    c = result.comparison
+    record(
+        "worker kill -9 loop",
+        events=BATCHED_EVENTS + SINGLE_EVENTS,
+        messages=messages,
+        kills=KILLS,
+        slo_events_in_truth=c.events,
+        events_lost=c.lost,
+        events_double_counted=c.doubled,
+        buckets=c.buckets,
+        buckets_bad_count_off=c.wrong_bad,
+        alert_transitions=result.transitions_expected,
+        alerts_missing=len(result.transitions_missing),
+        alerts_unexpected=len(result.transitions_unexpected),
+        alert_records_republished=result.transitions_duplicated,
+        offset_jumps=worker.offset_jumps(),
+        restart_to_first_message_s=[round(s, 2) for s in restarts],
+        final_drain_s=round(last, 1),
+        seconds=round(elapsed, 1),
+    )
+    assert c.events == 2 * (BATCHED_EVENTS + SINGLE_EVENTS)  # two SLOs count each event
+    assert (c.lost, c.doubled, c.wrong_bad) == (0, 0, 0), c
+    assert not c.missing_keys and not c.extra_keys, c
+    assert result.transitions_expected > 0  # the load burns budget: alerts must be there
+    assert result.alerts_identical, result
