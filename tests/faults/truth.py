@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
 from slipstream import conventions
 from slipstream.schemas.codec import AvroCodec
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.windows import COARSE_MS, RES_CODE
 from slipstream.streams.ingest import Ingestor
+
+from helpers import read_topic
 
 # The reference engine closes a "micro-batch" every this many messages: batch boundaries
 # do not change the state (the engine's contract), only how often it is written.
@@ -41,32 +41,11 @@ class Record:
 
 def read_records(bootstrap: str, topic: str, timeout_s: float = 120) -> list[Record]:
     """Every record of ``topic`` up to its end as of now, partition by partition."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[Record] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out reading {topic}")
-            for tp, batch in consumer.poll(timeout_ms=500, max_records=50_000).items():
-                out += [
-                    Record(tp.partition, r.offset, r.key, r.value)
-                    for r in batch
-                    if r.offset < end[tp]
-                ]
-        return sorted(out, key=lambda r: (r.partition, r.offset))
-    finally:
-        consumer.close()
+    return sorted(
+        (Record(r.partition, r.offset, r.key, r.value)
+         for r in read_topic(bootstrap, topic, timeout_s)),
+        key=lambda r: (r.partition, r.offset),
+    )  # fmt: skip
 
 
 def changelog_table(bootstrap: str, group: str) -> dict[str, Any]:
