@@ -269,7 +269,7 @@ class SloWorker:
                     # acknowledge the whole batch as it closes, and the commit on the way
                     # out would skip what was not done. Held, the batch is read again.
                     for event in events:
-                        event.message.incref()
+                        self.hold(event.message)
                     raise
                 except Exception:
                     # take_events acknowledges a batch even when its handling raised
