@@ -318,12 +318,11 @@ class SloWorker:
         this same message, the offsets before it hold no records (a real gap): go on."""
         msg = event.message
         key = (msg.topic, msg.partition)
-        if msg.partition not in self.ready or self.app.rebalancing:
-            # Its state is still being read from the changelog (a message fetched before
+        if msg.partition not in self.ready:
+            # Its state is still being read from the changelog: a message fetched before
             # recovery paused the partition would make the half-read engine live and the
-            # rest of the changelog be ignored), or recovery has resumed the partitions but
-            # not yet sought them back to the committed offsets (faust does it in that
-            # order): held, it is read again after that seek.
+            # rest of the changelog be ignored. Held; recovery ends with a seek to the
+            # committed offsets, which reads it again.
             self.hold(msg)
             self.metrics.held_messages.labels(self.base_of.get(msg.topic, "other")).inc()
             return False
