@@ -45,7 +45,6 @@ class RedisStateSink:
         self._resync = False
         self._run_id: str | None = None
         self.failures = 0
-        self.resyncs = 0
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> RedisStateSink:
@@ -135,7 +134,6 @@ class RedisStateSink:
                         len(self._known) + len(self._known_alerts), exc)  # fmt: skip
             return False
         if resync:
-            self.resyncs += 1
             log.info("redis: wrote the whole state again (%d keys)", len(budgets) + len(alerts))
         log.debug("redis flush keys=%d duration_ms=%.1f", self.pending,
                   (time.perf_counter() - started) * 1000)  # fmt: skip
