@@ -109,6 +109,12 @@ class Worker:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text.count(" arrived after ")
 
+    def offset_rewinds(self) -> int:
+        """Source partitions whose committed offset a recovery found beyond the restored
+        state and set back, over all of this worker's lives (each logs one line)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text.count(" is beyond the restored state ")
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

@@ -132,6 +132,7 @@ def test_broker_kill_stop_and_hang_lose_nothing(
         alert_transitions=result.transitions_expected,
         alerts_missing=len(result.transitions_missing),
         offset_jumps=worker.offset_jumps(),
+        offset_rewinds=worker.offset_rewinds(),
     )
     assert c.events == 2 * total
     assert (c.lost, c.doubled, c.wrong_bad) == (0, 0, 0), c

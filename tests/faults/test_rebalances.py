@@ -114,6 +114,7 @@ def test_repeated_rebalances_keep_counts_exact(settings: Settings, tmp_path: Pat
         alerts_missing=len(result.transitions_missing),
         alerts_unexpected=len(result.transitions_unexpected),
         offset_jumps=first.offset_jumps() + second.offset_jumps(),
+        offset_rewinds=first.offset_rewinds() + second.offset_rewinds(),
         slo_series_across_both=len(both),
         distinct_slos_across_both=len(set(both)),
         join_to_first_message_s=[round(s, 2) for s in joins],

@@ -91,6 +91,7 @@ def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_pat
         alerts_unexpected=len(result.transitions_unexpected),
         alert_records_republished=result.transitions_duplicated,
         offset_jumps=worker.offset_jumps(),
+        offset_rewinds=worker.offset_rewinds(),
         restart_to_first_message_s=[round(s, 2) for s in restarts],
         final_drain_s=round(last, 1),
         seconds=round(elapsed, 1),

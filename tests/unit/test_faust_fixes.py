@@ -1,5 +1,6 @@
-"""faust's commit bookkeeping with our two fixes: duplicates no longer stall commits, and a
-seek never records a gap that would count unprocessed offsets as done."""
+"""faust's commit path with our fixes: duplicates no longer stall commits, a seek never
+records a gap that would count unprocessed offsets as done, and a flush waits for every
+changelog write."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
+from faust.transport import producer as faust_producer
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
@@ -56,3 +58,32 @@ def test_apply_twice_patches_once() -> None:
     patched = faust_consumer.Consumer._new_offset
     faust_fixes.apply()
     assert faust_consumer.Consumer._new_offset is patched
+
+
+def test_flush_waits_for_a_message_taken_but_not_yet_with_the_producer() -> None:
+    faust_fixes.apply()
+    buffer_type: Any = faust_producer.ProducerBuffer  # called with stand-ins for self
+
+    async def scenario() -> None:
+        room = asyncio.Event()  # the producer's batches are full until set
+        handed: list[Any] = []
+
+        class Channel:
+            async def publish_message(self, fut: Any, wait: bool) -> None:
+                await room.wait()
+                handed.append(fut)
+
+        # The buffer's queue is empty: its sender has taken the only message.
+        buffer = SimpleNamespace(size=0, message_sent=asyncio.Event())
+        fut = SimpleNamespace(message=SimpleNamespace(channel=Channel()))
+        sending = asyncio.create_task(buffer_type._send_pending(buffer, fut))
+        await asyncio.sleep(0)
+        flushing = asyncio.create_task(buffer_type.flush(buffer))
+        await asyncio.sleep(0.3)
+        assert not flushing.done()  # a commit would go ahead without the message
+        room.set()
+        await asyncio.wait_for(flushing, timeout=5)
+        assert handed == [fut]
+        await sending
+
+    asyncio.run(scenario())

@@ -64,6 +64,13 @@ class WorkerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.offset_rewinds = Counter(
+            "slipstream_input_offset_rewinds",
+            "Source partitions whose committed offset was found beyond the restored state "
+            "after recovery, and set back to where the state ends.",
+            ["topic"],
+            registry=registry,
+        )
         self.held_messages = Counter(
             "slipstream_input_held_messages",
             "Source messages of a partition still being restored, left unacknowledged to be "

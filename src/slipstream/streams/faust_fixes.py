@@ -3,9 +3,12 @@
 **The producer buffer's flush returns early.** Before it commits source offsets, faust
 flushes its producer so that the table's changelog holds every change the committed
 messages made. But ``ProducerBuffer.flush`` gives up as soon as one message takes more
-than 0.1 s to leave the buffer, with messages still in it: the commit can then go ahead
-with changelog writes unsent. Flushed here until the buffer is empty (read from the
-code, not seen in a test: the worker's offset check would also catch its effect).
+than 0.1 s to leave the buffer, with messages still in it; and it counts as sent a
+message its sender has taken but not yet handed to the producer (which may wait for
+room in its batches). Either way the commit can go ahead with changelog writes unsent.
+Flushed here until the buffer is empty and nothing is in flight (read from the code: the
+worker's recovery sets a commit beyond its restored state back, see
+``SloWorker.rewind_commits``).
 
 **Offset gaps after a seek.** After a restart faust seeks the source partitions back to
 their committed offsets and resets its "read offset" to them. A message of a fetch made
@@ -29,6 +32,8 @@ transaction marker) still commits, as faust allows one at the head of the run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
@@ -41,10 +46,28 @@ def apply() -> None:
     if getattr(faust_consumer.Consumer, "_slipstream_fixed", False):
         return
 
-    async def flush(self: Any) -> None:
-        while self.size:
-            await self.flush_atmost(None)  # returns after 0.1 s without a message sent
+    original_send_pending = faust_producer.ProducerBuffer._send_pending
 
+    async def _send_pending(self: Any, fut: Any) -> None:
+        # The buffer's size drops when its sender takes a message, before the producer has
+        # it: counted as in flight until then, so a flush waits for it too.
+        self.slipstream_in_flight = getattr(self, "slipstream_in_flight", 0) + 1
+        try:
+            await original_send_pending(self, fut)
+        finally:
+            self.slipstream_in_flight -= 1
+            self.message_sent.set()
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "slipstream_in_flight", 0):
+            if self.size:
+                await self.flush_atmost(None)  # returns after 0.1 s without a message sent
+            else:
+                self.message_sent.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+
+    faust_producer.ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     faust_producer.ProducerBuffer.flush = flush  # type: ignore[method-assign]
     original_new_offset = faust_consumer.Consumer._new_offset
 

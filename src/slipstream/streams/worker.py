@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
+from faust.types import TP
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from slipstream import conventions
@@ -480,11 +481,37 @@ class SloWorker:
     async def on_recovered(self) -> None:
         """After table recovery: show the restored state at once, before any new event."""
         owned = self.owned_partitions()
+        await self.rewind_commits()
         for snapshot in self.host.restored_snapshots(owned):
             self.state.add_snapshot(snapshot)
             self.redis_sink.add_snapshot(snapshot)
         self.ready = owned
         self.metrics.partitions_ready.set(len(owned))
+
+    async def rewind_commits(self) -> None:
+        """Set the group's committed offset back to where the restored state ends, for a
+        source partition committed beyond it. Recovery ends with faust seeking every source
+        partition to its committed offset: from there, the messages between the state's end
+        and the commit would never be read again. Runs before that seek (table recovery
+        callbacks come first), so the seek reads them."""
+        consumer = self.app.consumer
+        # Fresh from the group coordinator. faust calls it right after, in its seek.
+        committed = await consumer.seek_to_committed()  # type: ignore[attr-defined]
+        rewind = {}
+        for tp, offset in committed.items():
+            base = self.base_of.get(tp.topic)
+            high = self.host.restored_offsets.get((tp.partition, base or ""))
+            if base is None or offset is None or high is None or offset <= high + 1:
+                continue
+            log.warning("%s[%d]: committed offset %d is beyond the restored state (%d); "
+                        "setting it back to %d", tp.topic, tp.partition, offset, high,
+                        high + 1)  # fmt: skip
+            self.metrics.offset_rewinds.labels(base).inc()
+            rewind[TP(tp.topic, tp.partition)] = high + 1
+        if rewind and not await consumer._thread.commit(rewind):  # type: ignore[attr-defined]
+            # Raising makes faust crash the worker: a restart recovers and tries again,
+            # where going on would skip the messages for good.
+            raise RuntimeError(f"could not set committed offsets back to {rewind}")
 
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
