@@ -23,6 +23,12 @@ ENV_PREFIX = "SLIPSTREAM_"
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 GROUP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+# Never shown: settings dumps and logs print "***" for them (and for a URL's password).
+SECRET_FIELDS = ("kafka_password", "redis_password")
+MASK = "***"
+
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names it."""
@@ -36,7 +42,7 @@ def _default_cache_dir() -> str:
     return str(Path.home() / ".cache" / "slipstream")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_controller_port: int = 9095
@@ -58,6 +64,23 @@ class Settings:
     cache_dir: str = dataclasses.field(default_factory=_default_cache_dir)
     kafka_version: str = "4.1.1"
     mvn: str = "mvn"
+    # Kafka security (README "Security"): SASL_SSL with SCRAM-SHA-512 in production. The
+    # password comes from SLIPSTREAM_KAFKA_PASSWORD or the file SLIPSTREAM_KAFKA_PASSWORD_FILE
+    # names (a mounted secret); a CA file verifies the broker's certificate.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    kafka_password_file: str = ""
+    kafka_ca_file: str = ""
+    # Redis ACL user (its keys limited to slipstream:*) and TLS: a rediss:// URL.
+    redis_username: str = ""
+    redis_password: str = ""
+    redis_password_file: str = ""
+    redis_ca_file: str = ""
+    # /metrics over HTTPS when both are set.
+    metrics_tls_cert: str = ""
+    metrics_tls_key: str = ""
 
     def __post_init__(self) -> None:
         if self.namespace and not NAMESPACE_PATTERN.match(self.namespace):
@@ -81,6 +104,53 @@ class Settings:
             split_host_port(getattr(self, name), setting=name)
         for name in ("redis_url", "prometheus_url", "alertmanager_url"):
             url_host_port(getattr(self, name), setting=name)
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if self.kafka_security_protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(
+                f"kafka_security_protocol {self.kafka_security_protocol!r} is not one of "
+                + ", ".join(KAFKA_PROTOCOLS)
+            )
+        if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise SettingsError(
+                f"kafka_sasl_mechanism {self.kafka_sasl_mechanism!r} is not one of "
+                + ", ".join(SASL_MECHANISMS)
+            )
+        for secret in SECRET_FIELDS:
+            path = getattr(self, f"{secret}_file")
+            if path and not getattr(self, secret):
+                object.__setattr__(self, secret, read_secret_file(path, f"{secret}_file"))
+        if self.kafka_sasl and not (self.kafka_username and self.kafka_password):
+            raise SettingsError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_username "
+                "and a password (SLIPSTREAM_KAFKA_PASSWORD or SLIPSTREAM_KAFKA_PASSWORD_FILE)"
+            )
+        if bool(self.metrics_tls_cert) != bool(self.metrics_tls_key):
+            raise SettingsError("metrics_tls_cert and metrics_tls_key go together")
+
+    @property
+    def kafka_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.shown().items())})"
+
+    def shown(self) -> dict[str, object]:
+        """Every setting, secrets masked: what may go to a log or a terminal."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = MASK
+            elif isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            out[f.name] = value
+        return out
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
@@ -105,6 +175,28 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def read_secret_file(path: str, setting: str) -> str:
+    """A secret from a file (a mounted Kubernetes or Docker secret): its first line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError(f"{setting}: cannot read {path!r} ({exc.strerror})") from exc
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise SettingsError(f"{setting}: {path!r} is empty")
+    return lines[0]
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
 
 
 def split_host_port(value: str, *, setting: str) -> tuple[str, int]:
@@ -164,7 +256,12 @@ def load_settings(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load the same settings."""
-    return {
+    env = {
         ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name))
         for f in dataclasses.fields(Settings)
     }
+    for secret in SECRET_FIELDS:
+        if getattr(settings, f"{secret}_file"):
+            # The child reads the file itself: the secret stays out of its environment.
+            env[ENV_PREFIX + secret.upper()] = ""
+    return env

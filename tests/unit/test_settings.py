@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,48 @@ def test_every_settings_flag_of_the_cli_reaches_the_settings() -> None:
     settings_names = {f.name for f in dataclasses.fields(Settings)}
     flags = set(vars(args)) & settings_names
     assert flags <= set(SETTINGS_KEYS), flags - set(SETTINGS_KEYS)
+
+
+def test_secrets_never_show_in_a_dump_and_urls_lose_their_password() -> None:
+    env = {"SLIPSTREAM_KAFKA_PASSWORD": "kafka-s3cret", "SLIPSTREAM_REDIS_PASSWORD": "redis-s3cret",
+           "SLIPSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SLIPSTREAM_KAFKA_USERNAME": "u",
+           "SLIPSTREAM_REDIS_URL": "rediss://user:url-s3cret@127.0.0.1:6380/0"}  # fmt: skip
+    s = load_settings(environ=env)
+    assert s.kafka_password == "kafka-s3cret"  # usable ...
+    for shown in (repr(s), str(s), str(s.shown())):  # ... but never shown
+        assert "s3cret" not in shown
+        assert "***" in shown
+    assert s.shown()["redis_url"] == "rediss://user:***@127.0.0.1:6380/0"
+
+
+def test_a_password_file_is_read_and_kept_out_of_a_childs_environment(tmp_path: Path) -> None:
+    secret = tmp_path / "kafka-password"
+    secret.write_text("from-a-file\n")
+    s = load_settings({"kafka_security_protocol": "SASL_SSL", "kafka_username": "u",
+                       "kafka_password_file": str(secret)}, environ={})  # fmt: skip
+    assert s.kafka_password == "from-a-file"
+    env = settings_env(s)
+    assert env["SLIPSTREAM_KAFKA_PASSWORD"] == ""
+    assert load_settings(environ=env).kafka_password == "from-a-file"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kafka_security_protocol": "SASL_SSL"}, "needs kafka_username and a password"),
+        ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol 'TLS' is not one of"),
+        ({"kafka_sasl_mechanism": "MD5"}, "kafka_sasl_mechanism 'MD5' is not one of"),
+        ({"kafka_password_file": "/nonexistent/pw"}, "kafka_password_file: cannot read"),
+        ({"metrics_tls_cert": "/x.pem"}, "metrics_tls_cert and metrics_tls_key go together"),
+    ],
+)
+def test_security_settings_are_checked(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(changes, environ={})
+
+
+def test_servers_bind_loopback_by_default() -> None:
+    s = load_settings(environ={})
+    assert s.metrics_host_port[0] == "127.0.0.1"
+    assert s.kafka_host_port[0] == "127.0.0.1"
+    assert s.redis_host_port[0] == "127.0.0.1"

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from slipstream.settings import load_settings
 from slipstream.stack.kafka import ensure_jars, new_cluster_id, server_properties
@@ -16,7 +17,8 @@ from slipstream.stack.process import (
     port_is_free,
     process_start_ticks,
 )
-from slipstream.stack.servers import prometheus_config
+from slipstream.stack.servers import acl_config, prometheus_config
+from slipstream.stack.tls import ensure_tls
 
 
 def _props(text: str) -> dict[str, str]:
@@ -97,3 +99,45 @@ def test_port_is_free_sees_a_listener() -> None:
         port = sock.getsockname()[1]
         sock.listen()
         assert not port_is_free("127.0.0.1", port)
+
+
+def test_a_sasl_ssl_broker_has_no_plaintext_client_listener(tmp_path: Path) -> None:
+    s = load_settings({"kafka_bootstrap": "127.0.0.1:19092", "kafka_controller_port": 19093,
+                       "kafka_security_protocol": "SASL_SSL", "kafka_username": "u",
+                       "kafka_password_file": str(_secret(tmp_path))}, environ={})  # fmt: skip
+    tls = ensure_tls(tmp_path / "tls")
+    props = _props(server_properties(s, Path("/data"), tls, "broker-pw"))
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["ssl.keystore.location"] == str(tls.bundle)
+    jaas = props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert "ScramLoginModule required" in jaas and 'password="broker-pw"' in jaas
+
+
+def _secret(tmp_path: Path) -> Path:
+    path = tmp_path / "pw"
+    path.write_text("pw\n")
+    return path
+
+
+def test_the_redis_acl_holds_the_user_to_its_keys_and_stores_no_password() -> None:
+    s = load_settings({"redis_username": "slip", "redis_url": "rediss://127.0.0.1:6380/0"},
+                      environ={"SLIPSTREAM_REDIS_PASSWORD": "hunter2"})  # fmt: skip
+    conf = acl_config(s)
+    assert "user default off" in conf
+    assert "user slip on #" in conf and "~slipstream:*" in conf and "-@dangerous" in conf
+    assert "hunter2" not in conf
+
+
+def test_issued_certificates_name_loopback_and_keep_keys_private(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    files = ensure_tls(tmp_path / "tls")
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    assert files.key.stat().st_mode & 0o077 == 0
+    assert ensure_tls(tmp_path / "tls") == files  # issued once, then reused
+    assert files.cert.read_bytes() == cert.public_bytes(Encoding.PEM) + files.ca.read_bytes()

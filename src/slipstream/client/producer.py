@@ -22,6 +22,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from slipstream import __version__, conventions
+from slipstream.connect import kafka_options
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.slo.events import (
@@ -326,4 +327,6 @@ class SlipstreamProducer:
 
 def producer_from_settings(settings: Settings, **options: Any) -> SlipstreamProducer:
     """A producer configured like the rest of slipstream (a ``Settings`` object)."""
-    return SlipstreamProducer(settings.kafka_bootstrap, namespace=settings.namespace, **options)
+    security = kafka_options(settings)
+    bootstrap = ",".join(security.pop("bootstrap_servers"))
+    return SlipstreamProducer(bootstrap, namespace=settings.namespace, **security, **options)

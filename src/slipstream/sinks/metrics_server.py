@@ -9,14 +9,18 @@ Prometheus. The text format keeps them; every Prometheus version reads it.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
-def serve(host: str, port: int, registry: CollectorRegistry) -> ThreadingHTTPServer:
-    """Serve ``registry`` on http://host:port/metrics from a daemon thread."""
+def serve(
+    host: str, port: int, registry: CollectorRegistry, tls: tuple[str, str] | None = None
+) -> ThreadingHTTPServer:
+    """Serve ``registry`` on http://host:port/metrics from a daemon thread; over HTTPS
+    when ``tls`` names a certificate (chain) file and its key file."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -38,6 +42,13 @@ def serve(host: str, port: int, registry: CollectorRegistry) -> ThreadingHTTPSer
             pass  # scrapes every few seconds would flood the worker's log
 
     server = ThreadingHTTPServer((host, port), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        # The handshake happens in the request's thread: a slow client never holds up accept.
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

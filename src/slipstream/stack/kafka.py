@@ -8,19 +8,24 @@ use the cache without calling Maven.
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
+from slipstream.connect import kafka_options
 from slipstream.settings import Settings
 from slipstream.stack.process import ManagedProcess, StackError, port_accepts, require_binary
+from slipstream.stack.tls import TlsFiles, ensure_tls
 
 # Pinned: kafka-python 3.0 and aiokafka 0.14 (under faust-streaming 0.15)
 # both produce, consume, commit and administer topics against it
 # (tests/integration/test_kafka_clients.py proves it on every run).
 KAFKA_VERSION = "4.1.1"
+# The SCRAM user the broker itself connects as over a SASL listener.
+BROKER_USER = "slipstream-broker"
 LOG4J_VERSION = "2.24.3"  # the log4j2 that kafka 4.1.1 itself depends on
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -116,7 +121,9 @@ def ensure_jars(settings: Settings, log: Path | None = None) -> Path:
     return libs
 
 
-def server_properties(settings: Settings, data_dir: Path) -> str:
+def server_properties(
+    settings: Settings, data_dir: Path, tls: TlsFiles | None = None, broker_password: str = ""
+) -> str:
     host, port = settings.kafka_host_port
     ctrl = settings.kafka_controller_port
     props = {
@@ -149,7 +156,50 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
         "log.segment.bytes": str(256 * 1024 * 1024),
         "log.retention.hours": "168",
     }
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        props.update(secure_listener_properties(settings, tls, broker_password))
     return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def secure_listener_properties(
+    settings: Settings, tls: TlsFiles | None, broker_password: str
+) -> dict[str, str]:
+    """The client listener speaking ``kafka_security_protocol`` (SASL_SSL with SCRAM in
+    production), the broker's own connections included; the controller listener stays
+    plaintext on loopback, where only the broker itself talks to it."""
+    host, port = settings.kafka_host_port
+    protocol = settings.kafka_security_protocol
+    props = {
+        "listeners": f"{protocol}://{host}:{port},CONTROLLER://{host}:{settings.kafka_controller_port}",
+        "advertised.listeners": f"{protocol}://{host}:{port}",
+        "inter.broker.listener.name": protocol,
+        "listener.security.protocol.map": f"{protocol}:{protocol},CONTROLLER:PLAINTEXT",
+    }
+    if settings.kafka_tls:
+        if tls is None:
+            raise StackError(f"{protocol} needs the stack's certificates")
+        props |= {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls.bundle),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca),
+            "ssl.client.auth": "none",
+        }
+    if settings.kafka_sasl:
+        mechanism = settings.kafka_sasl_mechanism
+        module = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+            if mechanism == "PLAIN"
+            else "org.apache.kafka.common.security.scram.ScramLoginModule"
+        )
+        props |= {
+            "sasl.enabled.mechanisms": mechanism,
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.{protocol.lower()}.{mechanism.lower()}.sasl.jaas.config": (
+                f'{module} required username="{BROKER_USER}" password="{broker_password}";'
+            ),
+        }
+    return props
 
 
 def new_cluster_id() -> str:
@@ -195,15 +245,39 @@ class KafkaServer:
         require_binary("java", "openjdk-17-jre-headless")
         ensure_jars(self.settings, log=self.home / "maven.log")
         self.home.mkdir(parents=True, exist_ok=True)
-        self.props.write_text(server_properties(self.settings, self.data))
         self.log4j.write_text(_LOG4J2.format(log=self.home / "server.log"))
+        settings = self.settings
+        tls = ensure_tls(self.home / "tls") if settings.kafka_tls else None
+        password = self._broker_password() if settings.kafka_sasl else ""
+        props = server_properties(settings, self.data, tls, password)
+        self.props.touch(mode=0o600)  # it holds the broker's own SCRAM password
+        self.props.write_text(props)
         if not (self.data / "meta.properties").is_file():
-            self._format()
+            self._format(password)
 
-    def _format(self) -> None:
+    def _broker_password(self) -> str:
+        """The broker's password for its own connections, made once per stack."""
+        path = self.home / "broker-password"
+        if not path.is_file():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
+    def _format(self, broker_password: str) -> None:
+        users: list[str] = []
+        settings = self.settings
+        if settings.kafka_sasl and settings.kafka_sasl_mechanism.startswith("SCRAM-"):
+            # KRaft creates SCRAM users when it formats its storage: the broker's own and
+            # the one the settings name.
+            mechanism = settings.kafka_sasl_mechanism
+            for name, password in (
+                (BROKER_USER, broker_password),
+                (settings.kafka_username, settings.kafka_password),
+            ):
+                users += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         cmd = self._java(
             "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(self.props),
-            heap="256m",
+            *users, heap="256m",
         )  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -213,17 +287,17 @@ class KafkaServer:
 
     def is_ready(self) -> bool:
         host, port = self.settings.kafka_host_port
-        return port_accepts(host, port) and kafka_answers_metadata(self.address)
+        return port_accepts(host, port) and kafka_answers_metadata(self.settings)
 
 
-def kafka_answers_metadata(bootstrap: str, timeout_ms: int = 3000) -> bool:
+def kafka_answers_metadata(settings: Settings, timeout_ms: int = 3000) -> bool:
     """True when the broker answers a metadata request and has a controller."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **kafka_options(settings),
             request_timeout_ms=timeout_ms,
             client_id="slipstream-stack-probe",
         )

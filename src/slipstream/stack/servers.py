@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from slipstream.settings import Settings
 from slipstream.stack.process import ManagedProcess, port_accepts, require_binary
+from slipstream.stack.tls import ensure_tls, tls_files
 
 # Prometheus scrapes often on the local stack so the demo and tests see data quickly.
 SCRAPE_INTERVAL = "2s"
@@ -28,13 +31,34 @@ class RedisServer:
     def __init__(self, settings: Settings, run_dir: Path) -> None:
         self.settings = settings
         self.home = run_dir / "redis"
+        self.conf = self.home / "redis.conf"
         host, port = settings.redis_host_port
-        argv = [
-            "redis-server", "--bind", host, "--port", str(port), "--dir", str(self.home),
+        # A config file, when there is one, must come first.
+        argv = ["redis-server", *([str(self.conf)] if self.secured else [])]
+        argv += [
+            "--bind", host, "--dir", str(self.home),
             "--daemonize", "no", "--protected-mode", "yes", "--save", "",
             "--appendonly", "yes", "--logfile", "",
         ]  # fmt: skip
+        if self.tls:
+            files = tls_files(self.home / "tls")
+            argv += [
+                "--port", "0", "--tls-port", str(port),
+                "--tls-cert-file", str(files.cert), "--tls-key-file", str(files.key),
+                "--tls-ca-cert-file", str(files.ca), "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            argv += ["--port", str(port)]
         self.process = ManagedProcess(self.name, argv, run_dir)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.settings.redis_url).scheme == "rediss"
+
+    @property
+    def secured(self) -> bool:
+        """An ACL user of the settings: the config file names it, the default user is off."""
+        return bool(self.settings.redis_username)
 
     @property
     def address(self) -> str:
@@ -47,21 +71,40 @@ class RedisServer:
     def prepare(self) -> None:
         require_binary("redis-server", "redis-server")
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            ensure_tls(self.home / "tls")
+        if self.secured:
+            self.conf.touch(mode=0o600)
+            self.conf.write_text(acl_config(self.settings))
 
     def is_ready(self) -> bool:
         import redis
+
+        from slipstream.connect import redis_client
 
         host, port = self.settings.redis_host_port
         if not port_accepts(host, port):
             return False
         try:
-            client = redis.Redis(host=host, port=port, socket_timeout=2)
+            client = redis_client(self.settings, socket_timeout=2)
             try:
                 return bool(client.ping())
             finally:
                 client.close()
         except redis.RedisError:
             return False
+
+
+def acl_config(settings: Settings) -> str:
+    """Redis users: no default user; the settings' user may touch only ``slipstream:*`` keys
+    and channels, and no admin command (INFO aside: the sink reads the server's run_id
+    from it to notice a restart). The password is stored as its SHA-256 only."""
+    digest = hashlib.sha256(settings.redis_password.encode()).hexdigest()
+    return (
+        "user default off\n"
+        f"user {settings.redis_username} on #{digest} ~slipstream:* &slipstream:* "
+        "+@all -@dangerous +info\n"
+    )
 
 
 def prometheus_config(settings: Settings, targets_dir: Path) -> dict[str, object]:

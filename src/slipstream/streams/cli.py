@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from kafka.errors import KafkaError
 
-from slipstream.settings import Settings, SettingsError, load_settings
+from slipstream.connect import AccessError
+from slipstream.settings import (
+    KAFKA_PROTOCOLS,
+    SASL_MECHANISMS,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from slipstream.slo.catalogue import CatalogueError
 from slipstream.stack.process import StackError
 from slipstream.streams.topics import TopicAdminError
@@ -35,12 +42,31 @@ def _settings_flags() -> argparse.ArgumentParser:
     g.add_argument("--catalogue", dest="catalogue", metavar="FILE")
     g.add_argument("--partitions", dest="partitions", type=int, metavar="N")
     g.add_argument("--stack-dir", dest="stack_dir", metavar="DIR")
+    sec = common.add_argument_group(
+        "security (passwords only from SLIPSTREAM_KAFKA_PASSWORD / SLIPSTREAM_REDIS_PASSWORD "
+        "or a file: never a flag, which any user could read in the process list)"
+    )
+    sec.add_argument("--kafka-security-protocol", dest="kafka_security_protocol",
+                     choices=KAFKA_PROTOCOLS)  # fmt: skip
+    sec.add_argument("--kafka-sasl-mechanism", dest="kafka_sasl_mechanism",
+                     choices=SASL_MECHANISMS)  # fmt: skip
+    sec.add_argument("--kafka-username", dest="kafka_username", metavar="USER")
+    sec.add_argument("--kafka-password-file", dest="kafka_password_file", metavar="FILE")
+    sec.add_argument("--kafka-ca-file", dest="kafka_ca_file", metavar="PEM")
+    sec.add_argument("--redis-username", dest="redis_username", metavar="USER")
+    sec.add_argument("--redis-password-file", dest="redis_password_file", metavar="FILE")
+    sec.add_argument("--redis-ca-file", dest="redis_ca_file", metavar="PEM")
+    sec.add_argument("--metrics-tls-cert", dest="metrics_tls_cert", metavar="PEM")
+    sec.add_argument("--metrics-tls-key", dest="metrics_tls_key", metavar="PEM")
     return common
 
 
 SETTINGS_KEYS = (
     "kafka_bootstrap", "redis_url", "prometheus_url", "alertmanager_url", "metrics_addr",
     "namespace", "consumer_group", "instance_id", "catalogue", "partitions", "stack_dir",
+    "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file",
+    "kafka_ca_file", "redis_username", "redis_password_file", "redis_ca_file",
+    "metrics_tls_cert", "metrics_tls_key",
 )  # fmt: skip
 
 
@@ -82,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings({k: getattr(args, k, None) for k in SETTINGS_KEYS})
         return _dispatch(args, settings)
-    except (SettingsError, StackError, TopicAdminError, CatalogueError) as exc:
+    except (SettingsError, StackError, TopicAdminError, CatalogueError, AccessError) as exc:
         print(f"slipstream: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KafkaError as exc:

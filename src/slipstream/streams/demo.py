@@ -24,6 +24,7 @@ from slipstream import conventions
 from slipstream.client.emit import EmitStats, emit
 from slipstream.client.producer import producer_from_settings
 from slipstream.client.trace import TraceEvent
+from slipstream.connect import kafka_options
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.simulate.generator import generate
@@ -64,8 +65,7 @@ class _AlertTail:
 
     def __init__(self, settings: Settings) -> None:
         topic = conventions.topic_name(settings.namespace, conventions.ALERTS_TOPIC)
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
-                                      enable_auto_commit=False)  # fmt: skip
+        self.consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
         tps = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
         self.consumer.assign(tps)
         self.consumer.seek_to_end(*tps)

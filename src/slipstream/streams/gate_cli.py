@@ -19,8 +19,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from slipstream import conventions
+from slipstream.connect import kafka_options, redis_client
 from slipstream.schemas.codec import AvroCodec
-from slipstream.settings import Settings
+from slipstream.settings import Settings, mask_url
 from slipstream.simulate.scenario import ScenarioError, parse_duration_ms
 from slipstream.streams.topics import ensure_topics
 
@@ -78,7 +79,7 @@ def record_override(settings: Settings, service: str, reason: str, actor: str,
         "expires_at_ms": now + duration_ms,
     }  # fmt: skip
     ensure_topics(settings)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all",
+    producer = KafkaProducer(**kafka_options(settings), acks="all",
                              bootstrap_timeout_ms=15_000, max_block_ms=15_000)  # fmt: skip
     try:
         topic = conventions.topic_name(settings.namespace, conventions.POLICY_TOPIC)
@@ -86,7 +87,7 @@ def record_override(settings: Settings, service: str, reason: str, actor: str,
         producer.send(topic, key=service.encode(), value=value).get(timeout=15)
     finally:
         producer.close(timeout=5)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    client = redis_client(settings, decode_responses=True, socket_timeout=5)
     try:
         key = conventions.redis_key(settings.namespace, "override", service)
         client.hset(key, mapping={"reason": reason, "actor": actor,
@@ -110,11 +111,14 @@ def run_gate(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_UNKNOWN
         print(f"override recorded for {args.service} until {record['expires_at_ms']} "
               f"(event {record['event_id']})")  # fmt: skip
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    client = redis_client(settings, decode_responses=True, socket_timeout=5)
     try:
         code, out = gate_decision(client, settings.namespace, args.service)
     except redis.RedisError as exc:
-        print(f"slipstream gate: unknown: Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(
+            f"slipstream gate: unknown: Redis at {mask_url(settings.redis_url)}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_UNKNOWN
     finally:
         client.close()

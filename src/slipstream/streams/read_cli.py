@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from slipstream import conventions
 from slipstream.client.trace import parse_timestamp
+from slipstream.connect import kafka_options, redis_client
 from slipstream.schemas.codec import AvroCodec, CodecError
 from slipstream.settings import Settings
 from slipstream.sinks.records import status_row
@@ -31,7 +32,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def read_status(settings: Settings) -> list[dict[str, Any]]:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    client = redis_client(settings, decode_responses=True, socket_timeout=5)
     try:
         index = conventions.redis_key(settings.namespace, "slos")
         members: set[str] = client.smembers(index)  # type: ignore[assignment]
@@ -74,8 +75,8 @@ def read_records(settings: Settings, base_topic: str, schema: str) -> list[dict[
     topic = conventions.topic_name(settings.namespace, base_topic)
     codec = AvroCodec()
     out: list[dict[str, Any]] = []
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
-                             enable_auto_commit=False, client_id="slipstream-cli")  # fmt: skip
+    consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False,
+                             client_id="slipstream-cli")  # fmt: skip
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:

@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from slipstream import conventions
+from slipstream.connect import explained_kafka_access, kafka_options
 from slipstream.settings import Settings
 
 
@@ -32,7 +33,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 def admin_client(settings: Settings, client_id: str = "slipstream-admin") -> KafkaAdminClient:
     return KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        **kafka_options(settings),
         client_id=client_id,
         request_timeout_ms=15000,
         bootstrap_timeout_ms=10000,  # an unreachable broker: fail in seconds, not half a minute
@@ -52,7 +53,8 @@ def ensure_topics(settings: Settings) -> list[str]:
     Returns once the new topics are in the broker's metadata with a leader for
     every partition, so a producer or consumer can use them straight away.
     """
-    admin = admin_client(settings)
+    with explained_kafka_access(settings):
+        admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         wanted = {

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import sys
 import time
 import weakref
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from slipstream import conventions
 from slipstream.catalogue_file import load_catalogue
+from slipstream.connect import check_redis_access, faust_credentials, redis_client
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.sinks import metrics_server
@@ -215,6 +217,7 @@ class SloWorker:
             value_serializer="raw",
             consumer_auto_offset_reset="earliest",
             consumer_group_instance_id=settings.instance_id or None,
+            broker_credentials=faust_credentials(settings),
         )
         self.base_of = {conventions.topic_name(ns, t): t for t in conventions.SOURCE_TOPICS}
         self.sources = app.topic(
@@ -516,8 +519,17 @@ class SloWorker:
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
     host, port = settings.metrics_host_port
+    tls = None
+    if settings.metrics_tls_cert:
+        tls = (settings.metrics_tls_cert, settings.metrics_tls_key)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise StackError(
+                f"metrics_tls_cert / metrics_tls_key: cannot load {tls}: {exc}"
+            ) from exc
     try:
-        metrics_server.serve(host, port, registry)
+        metrics_server.serve(host, port, registry, tls)
     except OSError as exc:
         raise StackError(
             f"cannot serve metrics on {host}:{port} ({exc.strerror}); "
@@ -528,7 +540,8 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     uvloop = use_uvloop()
     catalogue = load_catalogue(settings.catalogue or None)
-    created = ensure_topics(settings)
+    created = ensure_topics(settings)  # fails with the reason on refused credentials
+    check_redis_access(settings)
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise on counters
@@ -536,14 +549,17 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     metrics = WorkerMetrics(registry, settings.namespace)
     state = InMemoryStateSink()
     registry.register(SloCollector(state, catalogue))
-    redis_sink = RedisStateSink.from_url(settings.redis_url, settings.namespace)
+    redis_sink = RedisStateSink(
+        redis_client(settings, socket_timeout=5, socket_connect_timeout=5), settings.namespace
+    )
     serve_metrics(settings, registry)
     slo_worker = SloWorker(settings, metrics, catalogue, state, redis_sink)
     app = slo_worker.app
     print(
         f"worker: group {slo_worker.group} on "
         f"{settings.kafka_bootstrap}; catalogue {catalogue.source} "
-        f"({len(catalogue.all_slos())} SLOs); metrics on http://{settings.metrics_addr}/metrics"
+        f"({len(catalogue.all_slos())} SLOs); metrics on "
+        f"{'https' if settings.metrics_tls_cert else 'http'}://{settings.metrics_addr}/metrics"
         f"{'; uvloop' if uvloop else ''}",
         flush=True,
     )
