@@ -58,6 +58,10 @@ class Settings:
     # id takes its partitions back at once instead of after the session timeout of the
     # member it replaces. Unique per worker process; empty: dynamic membership.
     instance_id: str = ""
+    # The group session timeout (Kafka's session.timeout.ms): a worker silent this long
+    # loses its partitions. A worker paused for half of it exits when it runs again
+    # rather than write stale state (streams/stall_guard.py).
+    session_timeout_s: float = 60.0
     catalogue: str = ""
     partitions: int = 4
     stack_dir: str = dataclasses.field(default_factory=_default_state_dir)
@@ -97,6 +101,11 @@ class Settings:
             raise SettingsError(
                 f"instance_id {self.instance_id!r} is invalid: use letters, digits, "
                 "'.', '_' or '-' (at most 100, starting with a letter or digit)"
+            )
+        if not 6.0 <= self.session_timeout_s <= 1800.0:
+            raise SettingsError(
+                f"session_timeout_s must be within 6..1800 (the broker's default bounds), "
+                f"got {self.session_timeout_s}"
             )
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, got {self.partitions}")
@@ -227,6 +236,11 @@ def _coerce(name: str, raw: str) -> object:
             return int(raw)
         except ValueError as exc:
             raise SettingsError(f"{name}: expected an integer, got {raw!r}") from exc
+    if name == "session_timeout_s":
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from exc
     return raw
 
 

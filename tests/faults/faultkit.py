@@ -12,7 +12,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
 
 from slipstream import conventions
 from slipstream.bench.load import request_record, zipf_services
@@ -205,3 +209,104 @@ def random_moments(rng: random.Random, total: int, count: int) -> list[int]:
     """``count`` points spread over ``total`` (sorted): where kills land in a replay."""
     step = total / (count + 1)
     return [int(step * (i + rng.uniform(0.5, 1.5))) for i in range(count)]
+
+
+@dataclass
+class KillLoop:
+    """What a kill -9 loop measured."""
+
+    restart_to_first_message_s: list[float]
+    final_drain_s: float
+
+
+def kill_loop(worker: Worker, messages: int, kills: int, rng: random.Random) -> KillLoop:
+    """Run ``worker`` and SIGKILL it ``kills`` times at random points of its progress (in
+    messages consumed by the life being killed, so each life progresses), restarting it
+    each time; then let a last life drain the group."""
+    settings = worker.settings
+    per_life = random_moments(rng, messages, kills)
+    lives = [b - a for a, b in zip([0, *per_life], per_life, strict=False)]
+    restarts: list[float] = []
+    for target in lives:
+        with worker.running():
+            t0 = time.monotonic()
+            wait_for(lambda: consumed(worker.addr) > 0, 120, "the first message", worker)
+            restarts.append(time.monotonic() - t0)
+            want = max(target, 1)
+
+            def reached(want: int = want) -> bool:
+                return consumed(worker.addr) >= want or drained(settings)()
+
+            wait_for(reached, 300, f"{want} messages consumed", worker)
+            worker.kill9()
+    with worker.running():
+        t0 = time.monotonic()
+        wait_for(drained(settings), 600, "the group to commit every message", worker)
+        last = time.monotonic() - t0
+    return KillLoop([round(s, 2) for s in restarts], round(last, 1))
+
+
+SLO_SERIES = "slipstream_slo_objective_ratio"
+
+
+class MetricsWatch:
+    """Scrapes a worker's /metrics every 50 ms from a thread, through its restarts, as
+    Prometheus would: counts error responses by status, and checks that once the worker
+    says every partition it owns is restored (``slipstream_partitions_ready`` equal to
+    ``_assigned``), no SLO it showed before is missing: a restart must never show a
+    partial set. A refused connection (the worker is down) is only counted."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self.scrapes = self.ready_scrapes = self.refused = 0
+        self.errors: dict[int, int] = {}
+        self.partial: list[int] = []  # SLOs missing, per scrape that showed fewer than before
+        self.seen: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-watch", daemon=True)
+
+    def __enter__(self) -> MetricsWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                with urllib.request.urlopen(f"http://{self.addr}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
+                continue
+            except OSError:
+                self.refused += 1
+                continue
+            self.scrapes += 1
+            self._check(text)
+
+    def _check(self, text: str) -> None:
+        slos: set[tuple[str, str]] = set()
+        assigned = ready = 0.0
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == SLO_SERIES:
+                    slos.add((s.labels["service"], s.labels["slo"]))
+                elif s.name == "slipstream_partitions_assigned":
+                    assigned = s.value
+                elif s.name == "slipstream_partitions_ready":
+                    ready = s.value
+        if not assigned or ready != assigned:
+            return
+        self.ready_scrapes += 1
+        missing = self.seen - slos
+        if missing:
+            self.partial.append(len(missing))
+        self.seen |= slos
+
+    def figures(self) -> dict[str, object]:
+        return {"metrics_scrapes": self.scrapes, "metrics_scrapes_ready": self.ready_scrapes,
+                "metrics_refused": self.refused, "metrics_http_errors": self.errors,
+                "metrics_partial_sets": len(self.partial)}  # fmt: skip

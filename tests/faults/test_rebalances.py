@@ -31,9 +31,6 @@ from faultkit import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.faults,
-    # Open: with members leaving again and again events are still lost (README,
-    # "Reliability"); it fails the full suite, and too often the short form to gate CI.
-    pytest.mark.skipif(not FULL, reason="full fault suite only (make faults): still failing"),
 ]
 
 SERVICES = 20

@@ -1,4 +1,5 @@
-"""Worker kill -9 at random moments of a replay: nothing lost, nothing counted twice.
+"""Worker kill -9 at random moments of a replay: nothing lost, nothing counted twice, and
+/metrics, scraped throughout, never errs nor shows a partial SLO set once ready.
 
 The source topic is loaded first (SDK batches, then single-event messages), then a
 worker of one consumer group drains it and is killed with SIGKILL at random points of
@@ -21,14 +22,12 @@ from slipstream.settings import Settings
 from faultkit import (
     EVENTS_PER_S,
     FULL,
+    MetricsWatch,
     Worker,
-    consumed,
-    drained,
-    random_moments,
+    kill_loop,
     reckon,
     record,
     replay_records,
-    wait_for,
     worker_settings,
 )
 
@@ -52,27 +51,9 @@ def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_pat
                      records=replay_records(SINGLE_EVENTS, SERVICES, 12, start))  # fmt: skip
     messages = batched.messages + single.messages
     worker = Worker(settings, tmp_path / "worker.log")
-    # Kill points in messages consumed by the process being killed: each run progresses.
-    per_life = random_moments(rng, messages, KILLS)
-    lives = [b - a for a, b in zip([0, *per_life], per_life, strict=False)]
-    restarts: list[float] = []
     started = time.monotonic()
-    for target in lives:
-        with worker.running():
-            t0 = time.monotonic()
-            wait_for(lambda: consumed(worker.addr) > 0, 120, "the first message", worker)
-            restarts.append(time.monotonic() - t0)
-            want = max(target, 1)
-
-            def reached(want: int = want) -> bool:
-                return consumed(worker.addr) >= want or drained(settings)()
-
-            wait_for(reached, 300, f"{want} messages consumed", worker)
-            worker.kill9()
-    with worker.running():
-        t0 = time.monotonic()
-        wait_for(drained(settings), 600, "the group to commit every message", worker)
-        last = time.monotonic() - t0
+    with MetricsWatch(worker.addr) as watch:  # /metrics scraped through every restart
+        loop = kill_loop(worker, messages, KILLS, rng)
     elapsed = time.monotonic() - started
     result = reckon(settings)
     c = result.comparison
@@ -92,12 +73,16 @@ def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_pat
         alert_records_republished=result.transitions_duplicated,
         offset_jumps=worker.offset_jumps(),
         offset_rewinds=worker.offset_rewinds(),
-        restart_to_first_message_s=[round(s, 2) for s in restarts],
-        final_drain_s=round(last, 1),
+        restart_to_first_message_s=loop.restart_to_first_message_s,
+        final_drain_s=loop.final_drain_s,
         seconds=round(elapsed, 1),
+        **watch.figures(),
     )
     assert c.events == 2 * (BATCHED_EVENTS + SINGLE_EVENTS)  # two SLOs count each event
     assert (c.lost, c.doubled, c.wrong_bad) == (0, 0, 0), c
     assert not c.missing_keys and not c.extra_keys, c
     assert result.transitions_expected > 0  # the load burns budget: alerts must be there
     assert result.alerts_identical, result
+    # /metrics during restarts: never an error response, never a partial SLO set once ready.
+    assert watch.ready_scrapes > 0 and not watch.errors and not watch.partial, watch.figures()
+    assert len(watch.seen) == 2 * SERVICES

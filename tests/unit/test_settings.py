@@ -124,6 +124,7 @@ def test_a_password_file_is_read_and_kept_out_of_a_childs_environment(tmp_path: 
         ({"kafka_sasl_mechanism": "MD5"}, "kafka_sasl_mechanism 'MD5' is not one of"),
         ({"kafka_password_file": "/nonexistent/pw"}, "kafka_password_file: cannot read"),
         ({"metrics_tls_cert": "/x.pem"}, "metrics_tls_cert and metrics_tls_key go together"),
+        ({"session_timeout_s": 2.0}, "session_timeout_s must be within 6..1800"),
     ],
 )
 def test_security_settings_are_checked(changes: dict[str, str], message: str) -> None:

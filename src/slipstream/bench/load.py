@@ -22,6 +22,7 @@ import yaml
 from kafka import KafkaProducer
 
 from slipstream import conventions
+from slipstream.connect import kafka_options
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.streams.topics import ensure_topics
@@ -112,9 +113,12 @@ def preload(
     seed: int,
     progress: Any = None,
     records: Iterable[dict[str, Any]] | None = None,
+    batch_events: int = BATCH_EVENTS,
+    linger_ms: int | None = SDK_LINGER_MS,
 ) -> Load:
     """Create the namespace's topics and fill its request topic with ``n`` events (or with
-    ``records``, ``n`` of them, in event-time order)."""
+    ``records``, ``n`` of them, in event-time order). Batches hold up to ``batch_events``
+    events and ``linger_ms`` of event time (None: no limit)."""
     if shape not in SHAPES:
         raise ValueError(f"shape {shape!r}: expected one of {SHAPES}")
     namespace = settings.namespace
@@ -122,7 +126,7 @@ def preload(
     topic = conventions.topic_name(namespace, conventions.REQUESTS_TOPIC)
     codec = AvroCodec()
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         acks=1,
         linger_ms=20,
         batch_size=512 * 1024,
@@ -148,8 +152,9 @@ def preload(
             else:
                 batch = pending.setdefault(service, [])
                 batch.append(record)
-                full = len(batch) == BATCH_EVENTS
-                if full or record["timestamp"] - batch[0]["timestamp"] >= SDK_LINGER_MS:
+                full = len(batch) == batch_events
+                age = record["timestamp"] - batch[0]["timestamp"]
+                if full or (linger_ms is not None and age >= linger_ms):
                     send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
                     del pending[service]
             if progress is not None and i % 50_000 == 0:

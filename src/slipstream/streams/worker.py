@@ -50,6 +50,7 @@ from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
 from slipstream.streams import engine_store, faust_fixes
 from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
+from slipstream.streams.stall_guard import StallGuard
 from slipstream.streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,11 @@ class SloWorker:
             consumer_auto_offset_reset="earliest",
             consumer_group_instance_id=settings.instance_id or None,
             broker_credentials=faust_credentials(settings),
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 10),
         )
+        # Exits a worker that was paused for half the session: see stall_guard.
+        self.stall_guard = StallGuard(settings.session_timeout_s / 2)
         self.base_of = {conventions.topic_name(ns, t): t for t in conventions.SOURCE_TOPICS}
         self.sources = app.topic(
             *self.base_of, key_type=bytes, value_type=bytes, partitions=settings.partitions
@@ -300,6 +305,7 @@ class SloWorker:
             for event in owned:
                 engine = await self.absorb(event) or engine
             with event_context(owned[-1]):
+                self.stall_guard.check()  # a zombie writes nothing
                 if engine is not None:
                     await self.apply(engine.end())
                 self.save_offsets(partition, owned)
@@ -450,10 +456,12 @@ class SloWorker:
         )
 
     async def flush_redis(self) -> None:
+        self.stall_guard.check()
         if not self.redis_sink.flush():
             self.metrics.redis_flush_failures.inc()
 
     async def flush_budgets(self) -> None:
+        self.stall_guard.check()
         # The newest state of SLOs whose last evaluation fell between two budget records.
         for engine in list(self.host.engines.values()):
             for snapshot in engine.pending_snapshots():
@@ -563,6 +571,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
         f"{'; uvloop' if uvloop else ''}",
         flush=True,
     )
+    slo_worker.stall_guard.start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     if not sys.stdout.isatty():
         worker.spinner = None  # its escape codes only clutter a log file
