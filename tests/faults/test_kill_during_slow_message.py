@@ -58,6 +58,7 @@ def test_kill9_during_slow_messages_loses_and_doubles_nothing(
         kills=KILLS,
         events_lost=c.lost,
         events_double_counted=c.doubled,
+        lost_by_partition=c.lost_by_partition,
         buckets=c.buckets,
         buckets_bad_count_off=c.wrong_bad,
         alert_transitions=result.transitions_expected,

@@ -87,3 +87,13 @@ def test_flush_waits_for_a_message_taken_but_not_yet_with_the_producer() -> None
         await sending
 
     asyncio.run(scenario())
+
+
+def test_a_jump_reads_again_from_the_commit_when_the_state_is_ahead_of_it() -> None:
+    from slipstream.streams.worker import reread_start
+
+    # State ends at 4502, the group committed 3094: faust would never commit past 3094
+    # if 3094..4502 were not read (and acknowledged) again.
+    assert reread_start(4502, 3094) == 3094
+    assert reread_start(4502, 6000) == 4503  # committed beyond the state: from the state
+    assert reread_start(4502, None) == 4503  # no commit yet

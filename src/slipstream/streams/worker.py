@@ -71,6 +71,11 @@ def offsets_key(partition: int, topic: str) -> str:
     return f"{partition}{OFFSETS_KEY}{topic}"
 
 
+def reread_start(high: int, committed: int | None) -> int:
+    """After a jump: the first offset the state lacks, or the committed one if lower."""
+    return high + 1 if not committed else min(high + 1, committed)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -347,17 +352,27 @@ class SloWorker:
                 held.add(msg.offset)
                 self.hold(msg)
                 if len(held) == 1:
+                    start = self.reread_from(msg.tp, high)
                     log.warning("%s[%d]: offset %d arrived after %d; reading again from %d",
-                                msg.topic, msg.partition, msg.offset, high, high + 1)  # fmt: skip
+                                msg.topic, msg.partition, msg.offset, high, start)  # fmt: skip
                     self.metrics.offset_jumps.labels(self.base_of.get(msg.topic, "other")).inc()
                     # seek_wait runs in the consumer's thread; faust's seek() touches the
                     # client from this one, and the fetcher may never notice.
-                    await self.app.consumer.seek_wait({msg.tp: high + 1})
+                    await self.app.consumer.seek_wait({msg.tp: start})
                 return False
         if high is None or msg.offset > high:
             self.high_offset[key] = msg.offset
             self.held.pop(key, None)
         return True
+
+    def reread_from(self, tp: Any, high: int) -> int:
+        """Where to read a partition again from after a jump: the first offset the state
+        lacks, or the group's committed offset if that is lower. faust commits nothing
+        while the lowest acknowledged offset lies more than one past the committed one,
+        so the messages in between (in the state already: the offset guard skips them)
+        must be read and acknowledged again, or the partition never commits again."""
+        committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return reread_start(high, committed)
 
     def hold(self, message: Any) -> None:
         """Leave a message unprocessed and keep it from being committed: take_events' ack
@@ -500,29 +515,45 @@ class SloWorker:
         self.metrics.partitions_ready.set(len(owned))
 
     async def rewind_commits(self) -> None:
-        """Set the group's committed offset back to where the restored state ends, for a
-        source partition committed beyond it. Recovery ends with faust seeking every source
-        partition to its committed offset: from there, the messages between the state's end
-        and the commit would never be read again. Runs before that seek (table recovery
-        callbacks come first), so the seek reads them."""
+        """Where each source partition is read from once recovery ends. Runs before faust's
+        own seek to the committed offsets (table recovery callbacks come first).
+
+        - A partition committed beyond the restored state: its committed offset is set back
+          to where the state ends, or faust's seek would skip the messages in between.
+        - A partition with no commit yet: faust does not seek it at all, and the messages
+          held while its state was restored would never come again (the first two
+          messages of each partition were lost so in the slow-message kill test). It is
+          sought here to its beginning, as the consumer's reset policy would: re-read
+          messages the state already holds are skipped by the offset guard but still
+          acknowledged (so the partition gets committed; seeking past them left a fully
+          processed partition without a commit for good) and still dead-lettered."""
         consumer = self.app.consumer
         # Fresh from the group coordinator. faust calls it right after, in its seek.
         committed = await consumer.seek_to_committed()  # type: ignore[attr-defined]
-        rewind = {}
+        rewind: dict[TP, int] = {}
+        unstarted: list[TP] = []
         for tp, offset in committed.items():
             base = self.base_of.get(tp.topic)
-            high = self.host.restored_offsets.get((tp.partition, base or ""))
-            if base is None or offset is None or high is None or offset <= high + 1:
-                continue
-            log.warning("%s[%d]: committed offset %d is beyond the restored state (%d); "
-                        "setting it back to %d", tp.topic, tp.partition, offset, high,
-                        high + 1)  # fmt: skip
-            self.metrics.offset_rewinds.labels(base).inc()
-            rewind[TP(tp.topic, tp.partition)] = high + 1
+            if base is None:
+                continue  # a changelog partition
+            high = self.host.restored_offsets.get((tp.partition, base))
+            log.info("%s[%d]: committed offset %s, restored state ends at %s",
+                     tp.topic, tp.partition, offset, high)  # fmt: skip
+            if not offset:  # None or 0: faust leaves the position where it is
+                unstarted.append(TP(tp.topic, tp.partition))
+            elif high is not None and offset > high + 1:
+                log.warning("%s[%d]: committed offset %d is beyond the restored state (%d); "
+                            "setting it back to %d", tp.topic, tp.partition, offset, high,
+                            high + 1)  # fmt: skip
+                self.metrics.offset_rewinds.labels(base).inc()
+                rewind[TP(tp.topic, tp.partition)] = high + 1
         if rewind and not await consumer._thread.commit(rewind):  # type: ignore[attr-defined]
             # Raising makes faust crash the worker: a restart recovers and tries again,
             # where going on would skip the messages for good.
             raise RuntimeError(f"could not set committed offsets back to {rewind}")
+        if unstarted:
+            earliest = await consumer.earliest_offsets(*unstarted)
+            await consumer.seek_wait({tp: earliest.get(tp, 0) for tp in unstarted})
 
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
