@@ -69,14 +69,16 @@ def _from_testcontainers(tmp: Path) -> Iterator[Infra]:
     from testcontainers.redis import RedisContainer
 
     from slipstream.stack.process import free_port
-    from slipstream.stack.servers import prometheus_config
+    from slipstream.stack.servers import prometheus_config, rules_file
 
     targets = tmp / "targets"
     targets.mkdir(parents=True)
     prom_port = free_port()
-    (tmp / "prometheus.yml").write_text(
-        __import__("json").dumps(prometheus_config(load_settings(environ={}), targets))
-    )
+    config = prometheus_config(load_settings(environ={}), targets)
+    # The container sees only tmp: the rules file goes there too.
+    shutil.copy(rules_file(), tmp / rules_file().name)
+    config["rule_files"] = [str(tmp / rules_file().name)]
+    (tmp / "prometheus.yml").write_text(__import__("json").dumps(config))
     # Host networking lets the container scrape exporters the tests serve on 127.0.0.1.
     prometheus = (
         DockerContainer("prom/prometheus:v2.53.0")

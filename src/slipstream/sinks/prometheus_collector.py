@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from slipstream import __version__
 from slipstream.sinks.state import InMemoryStateSink
+from slipstream.slo.alerts import Transition
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
 
@@ -86,13 +87,13 @@ class SloCollector(Collector):
             o["remaining"].add_sample(o["remaining"].name, base, s.budget_remaining_ratio)
             for w, rate in s.burn_rates.items():
                 o["burn"].add_sample(o["burn"].name, {**base, "window": w}, rate)
+            ids = {**slo.labels, "sloth_id": slo.slo_id, "sloth_service": s.service,
+                   "sloth_slo": s.slo}  # fmt: skip
             if st.alert is not None:
-                o["alert"].add_sample(o["alert"].name, {**base, "severity": st.alert.severity}, 1)
+                o["alert"].add_sample(o["alert"].name, _alert_labels(st.alert, base, ids), 1)
             o["frozen"].add_sample(o["frozen"].name, base, 1 if s.frozen else 0)
             o["updated"].add_sample(o["updated"].name, base, s.updated_at_ms / 1000)
 
-            ids = {**slo.labels, "sloth_id": slo.slo_id, "sloth_service": s.service,
-                   "sloth_slo": s.slo}  # fmt: skip
             budget = slo.error_budget
             ratios = {
                 w: rate * budget for w, rate in s.burn_rates.items() if s.window_events.get(w)
@@ -141,3 +142,9 @@ class SloCollector(Collector):
         yield from sloth_windows.values()
         yield from sloth.values()
         yield info
+
+
+def _alert_labels(alert: Transition, base: dict[str, str], ids: dict[str, str]) -> dict[str, str]:
+    # Sloth's ids too: the rules file turns the series into ALERTS with Sloth's labels.
+    sloth = {k: v for k, v in ids.items() if k.startswith("sloth_")}
+    return {**base, "severity": alert.severity, "tier": alert.tier.name, **sloth}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -107,6 +108,19 @@ def acl_config(settings: Settings) -> str:
     )
 
 
+# Each SLO lives in exactly one worker at a time (the owner of its partition), but moves
+# when partitions do: the per-SLO series get one fixed instance label, so a move between
+# workers continues the same series instead of starting another (one series per SLO).
+ONE_SERIES_PER_SLO = [
+    {
+        "source_labels": ["__name__"],
+        "regex": "slo:.+|sloth_slo_info|slipstream_slo_.+|slipstream_deploy_.+",
+        "target_label": "instance",
+        "replacement": "slipstream",
+    }
+]
+
+
 def prometheus_config(settings: Settings, targets_dir: Path) -> dict[str, object]:
     am_host, am_port = settings.alertmanager_host_port
     m_host, m_port = settings.metrics_host_port
@@ -115,10 +129,12 @@ def prometheus_config(settings: Settings, targets_dir: Path) -> dict[str, object
         "alerting": {
             "alertmanagers": [{"static_configs": [{"targets": [f"{am_host}:{am_port}"]}]}]
         },
+        "rule_files": [str(rules_file())],
         "scrape_configs": [
             {
                 "job_name": "slipstream",
                 "static_configs": [{"targets": [f"{m_host}:{m_port}"]}],
+                "metric_relabel_configs": ONE_SERIES_PER_SLO,
             },
             {
                 # Extra workers, test exporters: drop a JSON file in targets_dir.
@@ -126,9 +142,15 @@ def prometheus_config(settings: Settings, targets_dir: Path) -> dict[str, object
                 "file_sd_configs": [
                     {"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}
                 ],
+                "metric_relabel_configs": ONE_SERIES_PER_SLO,
             },
         ],
     }
+
+
+def rules_file() -> Path:
+    """The Prometheus rules shipped with slipstream (also deploy/prometheus/rules/)."""
+    return Path(str(resources.files("slipstream.rules") / "slipstream.rules.yml"))
 
 
 class PrometheusServer:
@@ -184,8 +206,11 @@ ALERTMANAGER_CONFIG = {
 class AlertmanagerServer:
     name = "alertmanager"
 
-    def __init__(self, settings: Settings, run_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, run_dir: Path, config: dict[str, object] | None = None
+    ) -> None:
         self.settings = settings
+        self.config_data = config or ALERTMANAGER_CONFIG
         self.home = run_dir / "alertmanager"
         self.config = self.home / "alertmanager.yml"
         host, port = settings.alertmanager_host_port
@@ -208,7 +233,7 @@ class AlertmanagerServer:
     def prepare(self) -> None:
         require_binary("prometheus-alertmanager", "prometheus-alertmanager")
         self.home.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(json.dumps(ALERTMANAGER_CONFIG, indent=2))
+        self.config.write_text(json.dumps(self.config_data, indent=2))
 
     def is_ready(self) -> bool:
         return http_ok(self.address + "/-/ready")

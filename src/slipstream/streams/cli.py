@@ -87,12 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker = verbs.add_parser("worker", parents=[common], help="run the stream processors")
     worker.add_argument("--loglevel", default="warning")
 
-    from slipstream.streams import gate_cli, produce_cli, read_cli, report_cli
+    from slipstream.streams import (
+        alertmanager_cli,
+        gate_cli,
+        produce_cli,
+        read_cli,
+        report_cli,
+        spec_cli,
+    )
 
     produce_cli.add_parsers(verbs, common)
     read_cli.add_parsers(verbs, common)
     gate_cli.add_parser(verbs, common)
     report_cli.add_parser(verbs, common)
+    spec_cli.add_parsers(verbs, common)
+    alertmanager_cli.add_parser(verbs, common)
     from slipstream.bench import cli as bench_cli
 
     bench_cli.add_parser(verbs, common)
@@ -153,6 +162,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from slipstream.streams import report_cli
 
         return report_cli.run_report(args, settings)
+    if args.verb in ("import", "validate"):
+        from slipstream.streams import spec_cli
+
+        return spec_cli.run_import(args) if args.verb == "import" else spec_cli.run_validate(args)
+    if args.verb == "alertmanager":
+        from slipstream.streams.alertmanager_cli import run_alertmanager
+
+        return run_alertmanager(args, settings)
     if args.verb == "gate":
         from slipstream.streams import gate_cli
 
