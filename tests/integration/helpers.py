@@ -88,3 +88,31 @@ def group_lag(bootstrap: str, group: str, topic: str) -> int:
     finally:
         consumer.close()
         admin.close()
+
+
+def one_tier_catalogue(path: Path, service: str, runbook: str | None = None) -> Path:
+    """A catalogue of one availability SLO with only the fast page tier (1 h / 5 min): an
+    incident opens within minutes of event time and resolves after five clean minutes
+    (the slower tiers' short windows are 30 min to 6 h)."""
+    import yaml
+
+    slo: dict[str, Any] = {"name": "availability", "objective": 99.9, "period": "30d",
+                           "sli": {"kind": "availability"},
+                           "alerting": {"tiers": {"page-6h": False, "ticket-1d": False,
+                                                  "ticket-3d": False}}}  # fmt: skip
+    if runbook:
+        slo["runbook_url"] = runbook
+    path.write_text(yaml.safe_dump({"services": {service: {
+        "labels": {"team": "storefront"}, "slos": [slo]}}}))  # fmt: skip
+    return path
+
+
+def incident_traffic(service: str, start_ms: int, minutes: int, error_every: int,
+                     tag: str) -> list[dict[str, Any]]:  # fmt: skip
+    """20 requests/s of event time; one in ``error_every`` fails (0: none)."""
+    from slipstream.bench.load import request_record
+
+    n = minutes * 60 * 20
+    return [request_record(f"{tag}-{i}", service, start_ms + i * 50,
+                           bool(error_every) and i % error_every == 0, 30.0)
+            for i in range(n)]  # fmt: skip

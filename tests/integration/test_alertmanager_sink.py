@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from slipstream.bench.load import preload, request_record
+from slipstream.bench.load import preload
 from slipstream.settings import Settings, settings_env
 from slipstream.stack.process import free_port
 from slipstream.stack.servers import AlertmanagerServer
 from slipstream.streams.supervise import worker_process
 
-from helpers import poll
+from helpers import incident_traffic, one_tier_catalogue, poll
 
 RUNBOOK = "https://runbooks.example.com/shop/availability"
 
@@ -89,30 +88,14 @@ def _active(settings: Settings) -> list[dict[str, Any]]:
     return [a for a in _alerts(settings) if a["status"]["state"] == "active"]
 
 
-def _traffic(start_ms: int, minutes: int, error_every: int, tag: str) -> list[dict[str, Any]]:
-    """20 requests/s of event time for ``shop``; one in ``error_every`` fails (0: none)."""
-    n = minutes * 60 * 20
-    return [request_record(f"{tag}-{i}", "shop", start_ms + i * 50,
-                           bool(error_every) and i % error_every == 0, 30.0)
-            for i in range(n)]  # fmt: skip
-
-
 def test_burn_rate_alerts_reach_alertmanager_and_its_webhook(
     alertmanager: tuple[Settings, Webhook], tmp_path: Path
 ) -> None:
     settings, webhook = alertmanager
-    catalogue = tmp_path / "catalogue.yaml"
-    catalogue.write_text(yaml.safe_dump({"services": {"shop": {
-        "labels": {"team": "storefront"},
-        "slos": [{"name": "availability", "objective": 99.9, "period": "30d",
-                  "sli": {"kind": "availability"}, "runbook_url": RUNBOOK,
-                  # One tier, so that 20 minutes of recovery resolve the incident (the
-                  # slower tiers' short windows are 30 min to 6 h).
-                  "alerting": {"tiers": {"page-6h": False, "ticket-1d": False,
-                                         "ticket-3d": False}}}]}}}))  # fmt: skip
+    catalogue = one_tier_catalogue(tmp_path / "catalogue.yaml", "shop", RUNBOOK)
     settings = settings.replace(catalogue=str(catalogue), metrics_addr=f"127.0.0.1:{free_port()}")
     start = int(time.time() * 1000) - 30 * 60_000
-    bad = _traffic(start, 10, 4, "bad")  # 25 % errors: a page
+    bad = incident_traffic("shop", start, 10, 4, "bad")  # 25 % errors: a page
     preload(settings, "batched", len(bad), 1, 1, records=bad)
     env = {**os.environ, **settings_env(settings)}
     log = tmp_path / "forwarder.log"
@@ -144,7 +127,7 @@ def test_burn_rate_alerts_reach_alertmanager_and_its_webhook(
             poll(webhook.statuses, lambda s: ("firing", "availability") in s, timeout_s=30,
                  what="the webhook's firing notification")  # fmt: skip
 
-            good = _traffic(start + 10 * 60_000, 20, 0, "good")  # recovery
+            good = incident_traffic("shop", start + 10 * 60_000, 20, 0, "good")  # recovery
             preload(settings, "batched", len(good), 1, 2, records=good)
             poll(active, lambda alerts: not alerts, timeout_s=120,
                  what="the alert to resolve")  # fmt: skip

@@ -27,6 +27,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     alerts = verbs.add_parser("alerts", parents=[common], help="alert transitions")
     alerts.add_argument("--json", action="store_true", help="one JSON array (stable fields)")
     alerts.add_argument("--since", help="only transitions at or after this event time")
+    alerts.add_argument("--follow", "-f", action="store_true",
+                        help="then keep printing new transitions as they come (Ctrl-C ends; "
+                             "with --json, one JSON object per line)")  # fmt: skip
     deploys = verbs.add_parser("deploys", parents=[common], help="deploy verdicts")
     deploys.add_argument("--json", action="store_true", help="one JSON array (stable fields)")
 
@@ -109,18 +112,57 @@ def run_alerts(args: argparse.Namespace, settings: Settings) -> int:
     since = None
     if args.since:
         since = parse_timestamp(int(args.since) if args.since.isdigit() else args.since)
+    if args.follow:
+        return follow_alerts(settings, since, as_json=args.json)
     rows = read_alerts(settings, since)
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["event_time_ms"] / 1000))
-        tier = f"{r['long_window_s'] // 60}m/{r['short_window_s'] // 60}m"
-        left = r["budget_remaining_ratio"]
-        print(f"{when}Z  {r['state']:<9} {r['severity']:<6} {r['service']}/{r['slo']}  "
-              f"burn {r['burn_rate_long']:.1f}x/{r['burn_rate_short']:.1f}x over {tier} "
-              f"(factor {r['factor']:g}), budget left {left:.1%}")  # fmt: skip
+        print(alert_line(r))
     return EXIT_OK
+
+
+def alert_line(r: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["event_time_ms"] / 1000))
+    tier = f"{r['long_window_s'] // 60}m/{r['short_window_s'] // 60}m"
+    left = r["budget_remaining_ratio"]
+    return (f"{when}Z  {r['state']:<9} {r['severity']:<6} {r['service']}/{r['slo']}  "
+            f"burn {r['burn_rate_long']:.1f}x/{r['burn_rate_short']:.1f}x over {tier} "
+            f"(factor {r['factor']:g}), budget left {left:.1%}")  # fmt: skip
+
+
+def follow_alerts(settings: Settings, since_ms: int | None, as_json: bool) -> int:
+    """Print the transitions since ``since_ms`` (none before now when None), then every
+    new one as it comes, until interrupted. No consumer group: a tail commits nothing."""
+    topic = conventions.topic_name(settings.namespace, conventions.ALERTS_TOPIC)
+    consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False,
+                             client_id="slipstream-cli-follow")  # fmt: skip
+    codec = AvroCodec()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            print(f"slipstream alerts: no topic {topic}", file=sys.stderr)
+            return EXIT_ERROR
+        consumer.assign(tps)
+        if since_ms is None:
+            consumer.seek_to_end(*tps)
+        else:
+            consumer.seek_to_beginning(*tps)
+        while True:
+            for records in consumer.poll(timeout_ms=500).values():
+                for rec in records:
+                    try:
+                        r = codec.decode(rec.value, {"BurnRateAlert"}).record
+                    except CodecError:
+                        continue
+                    if since_ms is not None and r["event_time_ms"] < since_ms:
+                        continue
+                    print(json.dumps(r) if as_json else alert_line(r), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        consumer.close()
 
 
 def read_impacts(settings: Settings) -> list[dict[str, Any]]:
