@@ -8,7 +8,7 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test faults test-unit test-integration lint typecheck check stack-up stack-down stack-status worker bench bench-short clean
+.PHONY: help install demo test faults dashboards test-unit test-integration lint typecheck check stack-up stack-down stack-status worker bench bench-short clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test: install ## run the tests (unit + integration against the real Kafka, Redis
 faults: install ## the full fault suite: RELIABILITY.md's table at full size (~10 min; figures in fault-report.jsonl)
 	$(BIN)/slipstream stack up
 	SLIPSTREAM_FAULTS=full $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
+
+dashboards: install ## regenerate the Grafana dashboards in deploy/grafana/dashboards (grafana-foundation-sdk)
+	$(BIN)/python -m slipstream.dashboards
 
 bench: install ## the full performance benchmark (starts the local stack; ~20 min)
 	$(BIN)/slipstream stack up

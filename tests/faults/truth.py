@@ -49,7 +49,9 @@ def read_records(bootstrap: str, topic: str, timeout_s: float = 120) -> list[Rec
 
 
 def changelog_table(bootstrap: str, group: str) -> dict[str, Any]:
-    """The worker's table as its changelog says: last value per key, tombstones delete."""
+    """The worker's table as a restore reads its changelog: last value per key, tombstones
+    delete; but a bucket (or offset mark) keeps the value with the highest source offset,
+    as the engine's restore does (a stale write of a paused worker can come last)."""
     topic = f"{group}-{conventions.STATE_TABLE}-changelog"
     table: dict[str, Any] = {}
     for record in read_records(bootstrap, topic):
@@ -58,8 +60,14 @@ def changelog_table(bootstrap: str, group: str) -> dict[str, Any]:
             continue
         if record.value is None:
             table.pop(key, None)
-        else:
-            table[key] = json.loads(record.value)
+            continue
+        value = json.loads(record.value)
+        old = table.get(key)
+        if old is not None and "|b|" in key and old[2] > value[2]:
+            continue
+        if old is not None and "|o|" in key and old > value:
+            continue
+        table[key] = value
     return table
 
 

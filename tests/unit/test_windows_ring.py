@@ -76,3 +76,15 @@ def test_an_index_older_than_the_ring_is_refused_not_wrapped_onto_a_newer_one() 
     assert ring.cell(500) == (1, 1, 0)
     assert ring.add(500 - KEEP - HEADROOM, 2, 3, 4)
     assert ring.cell(500 - KEEP - HEADROOM) == (2, 3, 4)
+
+
+def test_a_restore_keeps_the_bucket_value_that_absorbed_the_most() -> None:
+    from slipstream.slo.windows import FINE_MS, WindowCounts
+
+    windows = WindowCounts([3_600_000])
+    windows.load(FINE_MS, 100, bad=3, total=50, offset=40)  # the newer state
+    windows.load(FINE_MS, 100, bad=1, total=20, offset=12)  # a paused worker's, sent later
+    assert windows.series[FINE_MS].counts(100) == (3, 50)
+    assert windows.series[FINE_MS].offset(100) == 40
+    windows.load(FINE_MS, 100, bad=4, total=60, offset=41)  # newer still: taken
+    assert windows.series[FINE_MS].counts(100) == (4, 60)

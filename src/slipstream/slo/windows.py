@@ -270,8 +270,14 @@ class WindowCounts:
             self.medium_tail.late(index, bad, total)
 
     def load(self, res_ms: int, index: int, bad: int, total: int, offset: int) -> None:
-        """Restore a bucket from the changelog (before the clock is set)."""
-        self.series[res_ms].put(index, bad, total, offset)
+        """Restore a bucket from the changelog (before the clock is set). A value that
+        absorbed less of the source than the one already restored is a stale write (a
+        paused worker's, sent after its partition had moved on) and is ignored: a
+        bucket's offset only grows, so the highest one is its newest state."""
+        series = self.series[res_ms]
+        if series.offset(index) > offset:
+            return
+        series.put(index, bad, total, offset)
 
     def unload(self, res_ms: int, index: int) -> None:
         """Forget a bucket the changelog deleted (before the clock is set)."""

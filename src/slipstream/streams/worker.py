@@ -129,8 +129,9 @@ class EngineHost:
             topic = key[len(f"{partition}{OFFSETS_KEY}") :]
             if value is None:
                 self.restored_offsets.pop((partition, topic), None)
-            else:
-                self.restored_offsets[(partition, topic)] = int(value)
+            else:  # the highest: a stale write may come after a newer one
+                previous = self.restored_offsets.get((partition, topic), -1)
+                self.restored_offsets[(partition, topic)] = max(previous, int(value))
             return
         engine = self.restoring.get(partition)
         if engine is None:
