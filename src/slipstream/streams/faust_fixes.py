@@ -8,7 +8,7 @@ message its sender has taken but not yet handed to the producer (which may wait 
 room in its batches). Either way the commit can go ahead with changelog writes unsent.
 Flushed here until the buffer is empty and nothing is in flight (read from the code: the
 worker's recovery sets a commit beyond its restored state back, see
-``SloWorker.rewind_commits``).
+``SloWorker.reposition_after_recovery``).
 
 **Offset gaps after a seek.** After a restart faust seeks the source partitions back to
 their committed offsets and resets its "read offset" to them. A message of a fetch made

@@ -508,14 +508,14 @@ class SloWorker:
     async def on_recovered(self) -> None:
         """After table recovery: show the restored state at once, before any new event."""
         owned = self.owned_partitions()
-        await self.rewind_commits()
+        await self.reposition_after_recovery()
         for snapshot in self.host.restored_snapshots(owned):
             self.state.add_snapshot(snapshot)
             self.redis_sink.add_snapshot(snapshot)
         self.ready = owned
         self.metrics.partitions_ready.set(len(owned))
 
-    async def rewind_commits(self) -> None:
+    async def reposition_after_recovery(self) -> None:
         """Where each source partition is read from once recovery ends. Runs before faust's
         own seek to the committed offsets (table recovery callbacks come first).
 
