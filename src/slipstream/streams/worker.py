@@ -203,8 +203,8 @@ class SloWorker:
         redis_sink: RedisStateSink,
     ) -> None:
         self.metrics, self.state, self.redis_sink = metrics, state, redis_sink
-        faust_fixes.apply()
         ns = settings.namespace
+        faust_fixes.apply(conventions.topic_name(ns, t) for t in conventions.SOURCE_TOPICS)
         datadir = Path(settings.stack_dir) / "worker" / (ns or "default")
         datadir.mkdir(parents=True, exist_ok=True)
         self.group = settings.consumer_group or conventions.consumer_group(ns)
