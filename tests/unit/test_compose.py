@@ -76,3 +76,25 @@ def test_grafana_datasource_points_at_compose_prometheus() -> None:
         (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_every_slipstream_container_runs_a_real_verb_against_the_compose_servers() -> None:
+    from slipstream.streams.cli import build_parser
+
+    built = {name: svc for name, svc in SERVICES.items() if "build" in svc}
+    assert {"worker", "alertmanager-forwarder", "demo"} <= set(built)
+    for name, svc in built.items():
+        command = list(svc["command"])  # type: ignore[call-overload]
+        assert command[0] == "slipstream", name
+        build_parser().parse_args(command[1:])  # exits on an unknown verb or flag
+        env = svc["environment"]
+        assert env["SLIPSTREAM_KAFKA_BOOTSTRAP"] == "kafka:19092", name  # type: ignore[index]
+        assert env["SLIPSTREAM_REDIS_URL"] == "redis://redis:6379/0", name  # type: ignore[index]
+
+
+def test_the_demo_feeds_the_compose_worker_and_reads_its_metrics() -> None:
+    demo = SERVICES["demo"]
+    assert "--worker-running" in demo["command"] and "--no-stack" in demo["command"]  # type: ignore[operator]
+    port = SERVICES["worker"]["environment"]["SLIPSTREAM_METRICS_ADDR"].rsplit(":", 1)[1]  # type: ignore[index]
+    assert demo["environment"]["SLIPSTREAM_METRICS_ADDR"] == f"worker:{port}"  # type: ignore[index]
+    assert "worker" in demo["depends_on"]  # type: ignore[operator]

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
     demo.add_argument("--scenario", default="bad-deploy", help="shipped name or a YAML file")
     demo.add_argument("--speed", type=float, default=30.0, help="times the scenario's own pace")
+    demo.add_argument("--worker-running", action="store_true",
+                      help="feed a worker already running (docker compose) instead of "
+                      "starting one; its /metrics is read at --metrics-addr")  # fmt: skip
+    demo.add_argument("--worker-wait", type=float, default=120.0, metavar="SECONDS",
+                      help="with --worker-running: how long to wait for it to answer")  # fmt: skip
     return parser
 
 
@@ -141,7 +146,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from slipstream.streams.demo import run_demo
 
         return run_demo(settings, start_stack=not args.no_stack, duration_s=args.duration,
-                        scenario_name=args.scenario, speed=args.speed)  # fmt: skip
+                        scenario_name=args.scenario, speed=args.speed,
+                        worker_running=args.worker_running,
+                        worker_wait_s=args.worker_wait)  # fmt: skip
     if args.verb in ("deploy", "replay", "simulate"):
         from slipstream.streams import produce_cli
 

@@ -1,14 +1,17 @@
 """``slipstream demo``: the local stack, a worker and a live scenario, with a live table.
 
-The scenario (``bad-deploy`` by default) is sent through the producer SDK at
-``--speed`` times its own pace, ending at the present, so event times stay
-real. The table shows, per SLO, the error budget left and the burn rates the
-worker publishes to Redis, the alert transitions it publishes to slo.alerts
-as they fire and resolve, the deploys, and what the input side accepted.
+The scenario (``bad-deploy`` by default) is sent through the producer SDK at ``--speed``
+times its own pace, ending at the present, so event times stay real. With
+``worker_running`` (the docker compose stack) it feeds a worker that is already running
+and reads that worker's /metrics at the configured metrics address. The table shows, per
+SLO, the error budget left and the burn rates the worker publishes to Redis, the alert
+transitions it publishes to slo.alerts as they fire and resolve, the deploys, and what
+the input side accepted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -52,6 +55,19 @@ def _prometheus_sees_worker(settings: Settings) -> str:
     if not result:
         return "not scraping this worker"
     return "scraping (up=1)" if any(s["value"][1] == "1" for s in result) else "target down"
+
+
+def _wait_for_worker(settings: Settings, timeout_s: float) -> None:
+    """A worker started alongside the demo (compose starts both at once) answers on its
+    metrics address once it runs; the demo's counts come from there."""
+    deadline = time.monotonic() + timeout_s
+    while not scrape(settings.metrics_addr):
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"no worker answers at http://{settings.metrics_addr}/metrics after "
+                f"{timeout_s:.0f} s; start one (`slipstream worker`) or drop --worker-running"
+            )
+        time.sleep(1.0)
 
 
 def _sum(samples: Samples, name: str, topic: str) -> int:
@@ -157,12 +173,16 @@ def run_demo(
     duration_s: float,
     scenario_name: str = "bad-deploy",
     speed: float = 30.0,
+    worker_running: bool = False,
+    worker_wait_s: float = 120.0,
 ) -> int:
     if start_stack:
         StackManager(settings).up()
     ensure_topics(settings)
     host, port = settings.metrics_host_port
-    if not port_is_free(host, port):
+    if worker_running:
+        _wait_for_worker(settings, worker_wait_s)
+    elif not port_is_free(host, port):
         raise StackError(
             f"metrics port {port} on {host} is taken (another worker?); stop it or pass "
             "--metrics-addr"
@@ -190,7 +210,11 @@ def run_demo(
 
     producer = producer_from_settings(settings, register_atexit=False)
     stats = EmitStats()
-    with worker_process(settings, log, loglevel="warning") as worker:
+    # A running worker has counted other traffic before ours.
+    before = table.accounted() if worker_running else (0, 0)
+    with contextlib.ExitStack() as stack:
+        worker = None if worker_running else stack.enter_context(
+            worker_process(settings, log, loglevel="warning"))  # fmt: skip
         try:
             emit(events(), producer, speed=speed, on_progress=table.render,
                  progress_every_s=REFRESH_S, stats=stats)  # fmt: skip
@@ -198,16 +222,21 @@ def run_demo(
             print("\nstopping…", flush=True)
         finally:
             producer.close()
-        if worker.poll() is not None:
+        if worker is not None and worker.poll() is not None:
             raise StackError(f"the worker exited ({worker.returncode}); see {log}")
         sent = (producer.stats.events_sent, stats.deploys)
+
+        def accounted_now() -> tuple[int, int]:
+            now = table.accounted()
+            return (now[0] - before[0], now[1] - before[1])
+
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while table.accounted() < sent and time.monotonic() < deadline:
+        while accounted_now() < sent and time.monotonic() < deadline:
             time.sleep(0.25)
         time.sleep(2.5)  # one Redis flush and one alert poll after the last event
         stats.elapsed_s = time.monotonic() - t0
         table.render(stats)
-        accounted = table.accounted()
+        accounted = accounted_now()
         table.alerts.close()
     counts = table.alerts.counts
     print(f"alerts: {counts.get('firing', 0)} fired, {counts.get('escalated', 0)} escalated, "
