@@ -161,3 +161,16 @@ def test_other_topics_keep_faust_filter() -> None:
         faust_fixes.apply([TOPIC.topic])
     # What faust does without the fix: 12 raised the mark, the re-read below it is dropped.
     assert handed == [10, 11, 12, 12]
+
+
+def test_the_worker_consumer_fetches_without_the_long_wait() -> None:
+    import faust
+
+    faust_fixes.apply()
+    app = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:9", web_enabled=False)
+
+    async def create() -> Any:  # aiokafka builds its consumer inside a running loop
+        return app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
+
+    consumer = asyncio.run(create())
+    assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS

@@ -25,7 +25,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from slipstream import conventions
-from slipstream.bench.load import request_record, zipf_services
+from slipstream.bench.load import BATCH_EVENTS, SDK_LINGER_MS, request_record, zipf_services
 from slipstream.schemas.codec import AvroCodec
 from slipstream.slo.catalogue import Slo
 
@@ -66,26 +66,38 @@ def _record(service: str, ts: int, bad: bool, i: int, run: str) -> dict[str, Any
 
 
 def background(bootstrap: str, topic: str, rate: float, services: int, stop: Any) -> None:
-    """Open-loop background traffic: ``rate`` events/s as SDK batches, until ``stop``."""
+    """Open-loop background traffic: ``rate`` events/s, until ``stop``, shaped as the SDK
+    shapes it and as the throughput runs that define the sustainable load were: a
+    service's events go out as one ``RequestBatch`` when ``BATCH_EVENTS`` are waiting or
+    the oldest has waited ``SDK_LINGER_MS``."""
     codec = AvroCodec()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
     names, weights = zipf_services(services)
     rng = random.Random(7)
     run = uuid.uuid4().hex[:6]
     step, sent, started = 0.02, 0, time.monotonic()
+    pending: dict[str, list[dict[str, Any]]] = {}
+    opened: dict[str, float] = {}  # service -> when its waiting batch got its first event
+
+    def flush(service: str) -> None:
+        value = codec.encode("RequestBatch", {"events": pending.pop(service), "sdk": "bench"})
+        producer.send(topic, key=service.encode(), value=value)
+        opened.pop(service, None)
+
     try:
         while not stop.is_set():
-            due = int((time.monotonic() - started) * rate)
-            batch: dict[str, list[dict[str, Any]]] = {}
+            clock = time.monotonic()
+            due = int((clock - started) * rate)
             now = int(time.time() * 1000)
             for service in rng.choices(names, weights, k=max(due - sent, 0)):
-                batch.setdefault(service, []).append(
-                    _record(service, now, rng.random() < 0.001, sent, run)
-                )
+                events = pending.setdefault(service, [])
+                opened.setdefault(service, clock)
+                events.append(_record(service, now, rng.random() < 0.001, sent, run))
                 sent += 1
-            for service, events in batch.items():
-                value = codec.encode("RequestBatch", {"events": events, "sdk": "bench"})
-                producer.send(topic, key=service.encode(), value=value)
+                if len(events) >= BATCH_EVENTS:
+                    flush(service)
+            for service in [s for s, t in opened.items() if clock - t >= SDK_LINGER_MS / 1000]:
+                flush(service)
             time.sleep(step)
     finally:
         producer.close()
