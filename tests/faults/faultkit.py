@@ -7,6 +7,7 @@ RELIABILITY.md's table.
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
@@ -251,14 +252,15 @@ SLO_SERIES = "slipstream_slo_objective_ratio"
 
 class MetricsWatch:
     """Scrapes a worker's /metrics every 50 ms from a thread, through its restarts, as
-    Prometheus would: counts error responses by status, and checks that once the worker
-    says every partition it owns is restored (``slipstream_partitions_ready`` equal to
-    ``_assigned``), no SLO it showed before is missing: a restart must never show a
-    partial set. A refused connection (the worker is down) is only counted."""
+        Prometheus would: counts error responses by status, and checks that once the worker
+        says every partition it owns is restored (``slipstream_partitions_ready`` equal to
+        ``_assigned``), no SLO it showed before is missing: a restart must never show a
+        partial set. A refused connection (the worker is down) and a response cut off by a kill
+    are only counted."""
 
     def __init__(self, addr: str) -> None:
         self.addr = addr
-        self.scrapes = self.ready_scrapes = self.refused = 0
+        self.scrapes = self.ready_scrapes = self.refused = self.cut = 0
         self.errors: dict[int, int] = {}
         self.partial: list[int] = []  # SLOs missing, per scrape that showed fewer than before
         self.seen: set[tuple[str, str]] = set()
@@ -284,6 +286,9 @@ class MetricsWatch:
             except OSError:
                 self.refused += 1
                 continue
+            except http.client.HTTPException:  # the worker was killed mid-response
+                self.cut += 1
+                continue
             self.scrapes += 1
             self._check(text)
 
@@ -308,5 +313,6 @@ class MetricsWatch:
 
     def figures(self) -> dict[str, object]:
         return {"metrics_scrapes": self.scrapes, "metrics_scrapes_ready": self.ready_scrapes,
-                "metrics_refused": self.refused, "metrics_http_errors": self.errors,
+                "metrics_refused": self.refused, "metrics_cut": self.cut,
+                "metrics_http_errors": self.errors,
                 "metrics_partial_sets": len(self.partial)}  # fmt: skip

@@ -49,6 +49,7 @@ def test_demo_feeds_a_worker_already_running(settings: Settings, tmp_path: Path)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "demo done: all" in result.stdout
         assert "deploy: checkout v43 started (10%, code)" in result.stdout
+        assert f"the worker at {settings.metrics_addr}" in result.stdout
 
 
 def test_demo_without_a_running_worker_says_so(settings: Settings) -> None:

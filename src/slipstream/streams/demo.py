@@ -57,6 +57,15 @@ def _prometheus_sees_worker(settings: Settings) -> str:
     return "scraping (up=1)" if any(s["value"][1] == "1" for s in result) else "target down"
 
 
+def _check_metrics_port_free(settings: Settings) -> None:
+    host, port = settings.metrics_host_port
+    if not port_is_free(host, port):
+        raise StackError(
+            f"metrics port {port} on {host} is taken (another worker?); stop it or pass "
+            "--metrics-addr"
+        )
+
+
 def _wait_for_worker(settings: Settings, timeout_s: float) -> None:
     """A worker started alongside the demo (compose starts both at once) answers on its
     metrics address once it runs; the demo's counts come from there."""
@@ -179,21 +188,19 @@ def run_demo(
     if start_stack:
         StackManager(settings).up()
     ensure_topics(settings)
-    host, port = settings.metrics_host_port
     if worker_running:
         _wait_for_worker(settings, worker_wait_s)
-    elif not port_is_free(host, port):
-        raise StackError(
-            f"metrics port {port} on {host} is taken (another worker?); stop it or pass "
-            "--metrics-addr"
-        )
+    else:
+        _check_metrics_port_free(settings)
     scenario = load_scenario(scenario_name)
     # The compressed scenario ends at the present, so every event time is a real past time.
     now_ms = time.time_ns() // 1_000_000
     start_ms = now_ms - scenario.duration_ms + int(scenario.duration_ms / speed)
     table = _Table(settings, scenario.name, sys.stdout.isatty())
     log = Path(settings.stack_dir) / "logs" / f"worker-{settings.namespace or 'default'}.log"
-    print(f"worker log: {log}\nCtrl-C stops the demo; the stack keeps running "
+    where = (f"the worker at {settings.metrics_addr}" if worker_running
+             else f"worker log: {log}")  # fmt: skip
+    print(f"{where}\nCtrl-C stops the demo; the stack keeps running "
           "(`slipstream stack down` stops it).", flush=True)  # fmt: skip
     t0 = time.monotonic()
 
