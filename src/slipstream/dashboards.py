@@ -108,26 +108,30 @@ def _variable(name: str, query: str) -> dashboard.QueryVariable:
     )
 
 
-def overview() -> dashboard.Dashboard:
-    board = (
-        dashboard.Dashboard("slipstream overview")
-        .uid("slipstream-overview")
+def _board(title: str, uid: str, since: str) -> dashboard.Dashboard:
+    """A slipstream dashboard: its tags, a 10 s refresh and the time range up to now."""
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
         .tags(["slipstream", "slo"])
         .refresh("10s")
-        .time("now-6h", "now")
+        .time(since, "now")
     )
-    for spec in OVERVIEW:
+
+
+def _with_panels(board: dashboard.Dashboard, specs: tuple[PanelSpec, ...]) -> dashboard.Dashboard:
+    for spec in specs:
         board = board.with_panel(_panel(spec))
     return board
 
 
+def overview() -> dashboard.Dashboard:
+    return _with_panels(_board("slipstream overview", "slipstream-overview", "now-6h"), OVERVIEW)
+
+
 def slo_detail() -> dashboard.Dashboard:
     board = (
-        dashboard.Dashboard("slipstream SLO")
-        .uid("slipstream-slo")
-        .tags(["slipstream", "slo"])
-        .refresh("10s")
-        .time("now-24h", "now")
+        _board("slipstream SLO", "slipstream-slo", "now-24h")
         .with_variable(_variable("service", SERVICES_QUERY))
         .with_variable(_variable(
             "slo", 'label_values(slipstream_slo_objective_ratio{service="$service"}, slo)'))
@@ -140,9 +144,7 @@ def slo_detail() -> dashboard.Dashboard:
             .expr(DEPLOY_MARKERS)
         )
     )  # fmt: skip
-    for spec in SLO_DETAIL:
-        board = board.with_panel(_panel(spec))
-    return board
+    return _with_panels(board, SLO_DETAIL)
 
 
 def rendered() -> dict[str, str]:
