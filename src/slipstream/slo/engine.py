@@ -26,6 +26,7 @@ from slipstream.slo.correlation import Candidate, Cusum, Verdict, episode_verdic
 from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy, kept_counts
 from slipstream.slo.events import Deploy, Request
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
+from slipstream.slo.tally import FAST_MS, Tally
 from slipstream.slo.windows import (
     COARSE_MS,
     FINE_MS,
@@ -38,10 +39,10 @@ RESOLUTIONS: Final = (FINE_MS, MEDIUM_MS, COARSE_MS)
 EPISODE_DECIDE_MS: Final = 30 * 60_000  # an episode's verdict is revised for this long
 EPISODE_PRE_MS: Final = 60 * 60_000
 _CODE_RES: Final = {v: k for k, v in RES_CODE.items()}
-# Inside a 10 s tick an alert may fire at this step of event time (sub-second alerts):
-# the first event past each step, when the open tick holds bad events, evaluates the
-# tiers on the windows plus the open tick so far. Clearing waits for the tick's close.
-FAST_MS: Final = 100
+# FAST_MS (tally.py): inside a 10 s tick an alert may fire at this step of event time
+# (sub-second alerts): the first event past each step, when the open tick holds bad
+# events, evaluates the tiers on the windows plus the open tick so far. Clearing waits
+# for the tick's close.
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,18 @@ class PartitionEngine:
         for run in runs:
             for version, (bad, total) in run.versions.items():
                 self._absorb_counts(run.slo, version, run.ts_ms, bad, total)
+
+    def absorb_tallied(self, tally: Tally) -> None:
+        """The requests of one message, already grouped (``Tally``): the same calls, in
+        the same order, as ``absorb_many`` makes for them. The tally's SLOs must be this
+        engine's catalogue's."""
+        self._result.unknown_service_events += tally.unknown
+        for run in tally.runs:
+            # absorb_many opens the runs of a service's SLOs at the same events, in the
+            # catalogue's order; each run then counts its versions in order of appearance.
+            for i, slo in enumerate(run.slos, 1):
+                for version, counts in run.versions.items():
+                    self._absorb_counts(slo, version, run.ts_ms, counts[i], counts[0])
 
     def absorb_tally(
         self, service: str, slo_name: str, version: str | None, ts_ms: int, bad: int, total: int
