@@ -276,20 +276,21 @@ class PartitionEngine:
 
     def _count(self, rt: SloRuntime, ts: int, bad: int, total: int) -> bool:
         """Add to the SLO's buckets; False when the offset guard skipped the fine bucket."""
-        slo = rt.slo
+        service, name, windows, offset = rt.slo.service, rt.slo.name, rt.windows, self._offset
+        guarded = self._guarded
         counted = True
         for res in RESOLUTIONS:
             index = ts // res
-            mark = (slo.service, slo.name, res, index)
-            if mark not in self._guarded:
-                if rt.windows.series[res].offset(index) >= self._offset >= 0:
+            mark = (service, name, res, index)
+            if mark not in guarded:
+                if windows.series[res].offset(index) >= offset >= 0:
                     # The offset guard: this message was absorbed before a restart.
                     self._result.skipped_replayed += total if res == COARSE_MS else 0
                     counted = counted and res != FINE_MS
                     continue
-                self._guarded.add(mark)
+                guarded.add(mark)
                 self._touched.add(mark)
-            rt.windows.add(res, index, bad, total, self._offset)
+            windows.add(res, index, bad, total, offset)
         return counted
 
     def _advance(self, rt: SloRuntime, target_ms: int) -> None:
