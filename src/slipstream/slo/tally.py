@@ -40,8 +40,8 @@ def service_slis(slos: tuple[Slo, ...]) -> ServiceSlis:
             assert sli.threshold_ms is not None
             latency.append((sli.threshold_ms, 1 << i))
             continue
-        for code in range(STATUS_CODES):
-            if any(lo <= code <= hi for lo, hi in sli.bad_status):
+        for lo, hi in sli.bad_status:
+            for code in range(max(lo, 0), min(hi + 1, STATUS_CODES)):
                 by_status[code] |= 1 << i
     return ServiceSlis(slos, tuple(by_status), tuple(latency))
 

@@ -243,7 +243,8 @@ class WindowCounts:
             MEDIUM_MS: Series(MEDIUM_MS, (medium_reach + margin_ms) // MEDIUM_MS),
             COARSE_MS: Series(COARSE_MS, (coarse_reach + margin_ms) // COARSE_MS),
         }
-        self.ranges = {w: RangeSum(self.series[resolution_for(w)]) for w in self.windows_ms}
+        self.res_of = {w: resolution_for(w) for w in self.windows_ms}
+        self.ranges = {w: RangeSum(self.series[self.res_of[w]]) for w in self.windows_ms}
         # Recent parts shared by coarser windows: fine since the last 5 min boundary,
         # medium since the last 1 h boundary.
         self.fine_tail = RangeSum(self.series[FINE_MS])
@@ -297,7 +298,7 @@ class WindowCounts:
         self.clock_ms = clock_ms
         f, m, c = clock_ms // FINE_MS, clock_ms // MEDIUM_MS, clock_ms // COARSE_MS
         for w, rs in self.ranges.items():
-            res = resolution_for(w)
+            res = self.res_of[w]
             hi = clock_ms // res
             rs.move(hi - w // res, hi)
         self.fine_tail.move(m * (MEDIUM_MS // FINE_MS), f)
@@ -320,7 +321,7 @@ class WindowCounts:
         """(bad, total) of the window at the current clock."""
         rs = self.ranges[window_ms]
         bad, total = rs.bad, rs.total
-        res = resolution_for(window_ms)
+        res = self.res_of[window_ms]
         if res >= MEDIUM_MS:
             bad += self.fine_tail.bad
             total += self.fine_tail.total
