@@ -31,7 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from slipstream import conventions
-from slipstream.bench.load import bench_catalogue, events, sdk_batches
+from slipstream.bench.load import SDK_LINGER_MS, bench_catalogue, events, sdk_batches
 from slipstream.schemas.codec import AvroCodec
 from slipstream.sinks.metrics import WorkerMetrics
 from slipstream.sinks.state import InMemoryStateSink
@@ -58,13 +58,16 @@ class Workload:
     now_ms: int
 
 
-def workload(n: int, services: int, partitions: int = 4, seed: int = 1) -> Workload:
-    """``n`` events as the perf benchmark's batched topic holds them, keyed by service."""
+def workload(
+    n: int, services: int, partitions: int = 4, seed: int = 1, linger_ms: int | None = SDK_LINGER_MS
+) -> Workload:
+    """``n`` events as the perf benchmark's batched topic holds them, keyed by service
+    (``linger_ms`` None: every batch full, 100 events)."""
     codec = AvroCodec()
     now = int(time.time() * 1000)
     offsets = [0] * partitions
     messages = []
-    for service, batch in sdk_batches(events(n, services, seed, now)):
+    for service, batch in sdk_batches(events(n, services, seed, now), linger_ms=linger_ms):
         partition = zlib.crc32(service.encode()) % partitions
         value = codec.encode("RequestBatch", {"events": batch, "sdk": "bench"})
         messages.append(Message(partition, offsets[partition], value))
