@@ -99,8 +99,9 @@ class Ingestor:
         self._stream_time: dict[tuple[str, int], int] = {}
         self._recent: dict[tuple[str, int], RecentIds] = {}
         self._slis = catalogue_slis(catalogue) if catalogue is not None else None
-        # Names known to match SERVICE_NAME, so the regex runs only for other names.
-        self._valid_names = frozenset(self._slis or ())
+        # Names known to match SERVICE_NAME, so the regex runs only for other names (a
+        # parsed catalogue's all do; one built in code may hold any).
+        self._valid_names = frozenset(n for n in self._slis or () if SERVICE_NAME.match(n))
 
     def stream_time_ms(self, topic: str, partition: int) -> int | None:
         return self._stream_time.get((topic, partition))
