@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining
 from slipstream.slo.catalogue import Slo
-from slipstream.slo.engine import FAST_MS, windows_for
+from slipstream.slo.engine import windows_for
 from slipstream.slo.events import Request
+from slipstream.slo.tally import FAST_MS
 from slipstream.slo.windows import FINE_MS, window_start_ms
 
 

@@ -22,6 +22,7 @@ from slipstream.settings import Settings
 SHORT_EVENTS, SHORT_REPEATS, SHORT_SAMPLES, SHORT_SIZES = 100_000, 1, 2, (100, 1000)
 FULL_EVENTS, FULL_REPEATS, FULL_SAMPLES, FULL_SIZES = 1_000_000, 3, 10, (100, 1000, 10_000)
 SHORT_RECOVERY, FULL_RECOVERY = 100_000, 1_000_000  # changelog records
+HOTPATH_EVENTS, HOTPATH_REPEATS = 100_000, 5
 
 
 def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,7 +54,14 @@ TARGETS = (
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     bench = verbs.add_parser("bench", parents=[common], help="benchmarks")
-    bench.add_argument("which", nargs="?", choices=["perf", "correlation"], default="perf")
+    bench.add_argument(
+        "which",
+        nargs="?",
+        choices=["perf", "correlation", "hotpath"],
+        default="perf",
+        help="hotpath: µs per event of each stage of the worker's message path, offline "
+        "(uses --events, --repeats, --services; no stack needed)",
+    )
     bench.add_argument("--out", help="write the results as JSON here")
     perf = bench.add_argument_group("perf (needs the stack: slipstream stack up)")
     perf.add_argument(
@@ -79,6 +87,11 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.which == "perf":
         return run_perf_bench(args, settings)
+    if args.which == "hotpath":
+        from slipstream.bench import hotpath
+
+        return hotpath.main(args.events or HOTPATH_EVENTS, args.services,
+                            args.repeats or HOTPATH_REPEATS)  # fmt: skip
     seeds = {"reporting": REPORTING_SEEDS, "tuning": TUNING_SEEDS, "fresh": FRESH_SEEDS}[args.seeds]
     results = []
     started = time.monotonic()

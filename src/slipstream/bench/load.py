@@ -101,6 +101,27 @@ def events(n: int, services: int, seed: int, end_ms: int) -> Iterator[dict[str, 
                              failed, latency)  # fmt: skip
 
 
+def sdk_batches(
+    records: Iterable[dict[str, Any]],
+    batch_events: int = BATCH_EVENTS,
+    linger_ms: int | None = SDK_LINGER_MS,
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """The ``RequestBatch`` contents the SDK forms from ``records`` (in event-time order): per
+    service, sent when ``batch_events`` full or ``linger_ms`` of event time old (None: no
+    limit); what is left goes out at the end."""
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        service = record["service"]
+        batch = pending.setdefault(service, [])
+        batch.append(record)
+        full = len(batch) == batch_events
+        age = record["timestamp"] - batch[0]["timestamp"]
+        if full or (linger_ms is not None and age >= linger_ms):
+            del pending[service]
+            yield service, batch
+    yield from pending.items()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -134,7 +155,6 @@ def preload(
     )
     started = time.monotonic()
     messages = size = sent = 0
-    pending: dict[str, list[dict[str, Any]]] = {}
 
     def send(service: str, value: bytes) -> None:
         nonlocal messages, size
@@ -142,25 +162,22 @@ def preload(
         messages += 1
         size += len(value)
 
-    try:
-        source = records if records is not None else events(n, services, seed, now_ms())
+    def counted(source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal sent
         for i, record in enumerate(source):
             sent += 1
-            service = record["service"]
-            if shape == "single":
-                send(service, codec.encode("RequestEvent", record))
-            else:
-                batch = pending.setdefault(service, [])
-                batch.append(record)
-                full = len(batch) == batch_events
-                age = record["timestamp"] - batch[0]["timestamp"]
-                if full or (linger_ms is not None and age >= linger_ms):
-                    send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
-                    del pending[service]
             if progress is not None and i % 50_000 == 0:
                 progress(i / n)
-        for service, batch in pending.items():
-            send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
+            yield record
+
+    try:
+        source = counted(records if records is not None else events(n, services, seed, now_ms()))
+        if shape == "single":
+            for record in source:
+                send(record["service"], codec.encode("RequestEvent", record))
+        else:
+            for service, batch in sdk_batches(source, batch_events, linger_ms):
+                send(service, codec.encode("RequestBatch", {"events": batch, "sdk": "bench"}))
         producer.flush()
     finally:
         producer.close()

@@ -26,13 +26,17 @@ class RecentIds:
 
     def seen_before(self, event_id: str, timestamp_ms: int) -> bool:
         """True if ``event_id`` was seen within the horizon; else remember it and say False."""
-        if event_id in self._ids:
+        ids, order = self._ids, self._order
+        if event_id in ids:
             return True
-        self._ids[event_id] = timestamp_ms
-        self._order.append((timestamp_ms, event_id))
-        if self._newest_ms is None or timestamp_ms > self._newest_ms:
-            self._newest_ms = timestamp_ms
-        self._expire()
+        ids[event_id] = timestamp_ms
+        order.append((timestamp_ms, event_id))
+        newest = self._newest_ms
+        if newest is None or timestamp_ms > newest:
+            self._newest_ms = newest = timestamp_ms
+        # _expire's own test first: asked once per event, it rarely has anything to do.
+        if order[0][0] < newest - self.horizon_ms or len(ids) > self.max_ids:
+            self._expire()
         return False
 
     def _expire(self) -> None:

@@ -26,6 +26,7 @@ from slipstream.slo.correlation import Candidate, Cusum, Verdict, episode_verdic
 from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy, kept_counts
 from slipstream.slo.events import Deploy, Request
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
+from slipstream.slo.tally import FAST_MS, Tally
 from slipstream.slo.windows import (
     COARSE_MS,
     FINE_MS,
@@ -38,10 +39,10 @@ RESOLUTIONS: Final = (FINE_MS, MEDIUM_MS, COARSE_MS)
 EPISODE_DECIDE_MS: Final = 30 * 60_000  # an episode's verdict is revised for this long
 EPISODE_PRE_MS: Final = 60 * 60_000
 _CODE_RES: Final = {v: k for k, v in RES_CODE.items()}
-# Inside a 10 s tick an alert may fire at this step of event time (sub-second alerts):
-# the first event past each step, when the open tick holds bad events, evaluates the
-# tiers on the windows plus the open tick so far. Clearing waits for the tick's close.
-FAST_MS: Final = 100
+# FAST_MS (tally.py): inside a 10 s tick an alert may fire at this step of event time
+# (sub-second alerts): the first event past each step, when the open tick holds bad
+# events, evaluates the tiers on the windows plus the open tick so far. Clearing waits
+# for the tick's close.
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,18 @@ class PartitionEngine:
             for version, (bad, total) in run.versions.items():
                 self._absorb_counts(run.slo, version, run.ts_ms, bad, total)
 
+    def absorb_tallied(self, tally: Tally) -> None:
+        """The requests of one message, already grouped (``Tally``): the same calls, in
+        the same order, as ``absorb_many`` makes for them. The tally's SLOs must be this
+        engine's catalogue's."""
+        self._result.unknown_service_events += tally.unknown
+        for run in tally.runs:
+            # absorb_many opens the runs of a service's SLOs at the same events, in the
+            # catalogue's order; each run then counts its versions in order of appearance.
+            for i, slo in enumerate(run.slos, 1):
+                for version, counts in run.versions.items():
+                    self._absorb_counts(slo, version, run.ts_ms, counts[i], counts[0])
+
     def absorb_tally(
         self, service: str, slo_name: str, version: str | None, ts_ms: int, bad: int, total: int
     ) -> None:
@@ -263,20 +276,21 @@ class PartitionEngine:
 
     def _count(self, rt: SloRuntime, ts: int, bad: int, total: int) -> bool:
         """Add to the SLO's buckets; False when the offset guard skipped the fine bucket."""
-        slo = rt.slo
+        service, name, windows, offset = rt.slo.service, rt.slo.name, rt.windows, self._offset
+        guarded = self._guarded
         counted = True
         for res in RESOLUTIONS:
             index = ts // res
-            mark = (slo.service, slo.name, res, index)
-            if mark not in self._guarded:
-                if rt.windows.series[res].offset(index) >= self._offset >= 0:
+            mark = (service, name, res, index)
+            if mark not in guarded:
+                if windows.series[res].offset(index) >= offset >= 0:
                     # The offset guard: this message was absorbed before a restart.
                     self._result.skipped_replayed += total if res == COARSE_MS else 0
                     counted = counted and res != FINE_MS
                     continue
-                self._guarded.add(mark)
+                guarded.add(mark)
                 self._touched.add(mark)
-            rt.windows.add(res, index, bad, total, self._offset)
+            windows.add(res, index, bad, total, offset)
         return counted
 
     def _advance(self, rt: SloRuntime, target_ms: int) -> None:

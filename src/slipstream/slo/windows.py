@@ -90,7 +90,8 @@ class Series:
 
     def offset(self, index: int) -> int:
         """The highest source offset the bucket absorbed; -1 when it holds nothing."""
-        if not self._holds(index):
+        newest = self.newest  # _holds, inline: the offset guard asks for every count
+        if newest is None or not self.floor <= index <= newest:
             return -1
         return self.cells[index % self.size * 3 + 2]
 
@@ -121,7 +122,8 @@ class Series:
 
     def add(self, index: int, bad: int, total: int, offset: int) -> bool:
         """Count into a bucket; False when the index is too old for the ring."""
-        if not self._make_room(index):
+        newest = self.newest  # the common case first: a bucket already in the ring
+        if (newest is None or not self.floor <= index <= newest) and not self._make_room(index):
             return False
         at = index % self.size * 3
         cells = self.cells
@@ -222,11 +224,6 @@ class RangeSum:
             self.total += total
         self.lo, self.hi = lo, hi
 
-    def late(self, index: int, bad: int, total: int) -> None:
-        if self.lo <= index < self.hi:
-            self.bad += bad
-            self.total += total
-
 
 class WindowCounts:
     """All the windows one SLO needs, over the three series, at clock ``clock_ms``."""
@@ -246,11 +243,18 @@ class WindowCounts:
             MEDIUM_MS: Series(MEDIUM_MS, (medium_reach + margin_ms) // MEDIUM_MS),
             COARSE_MS: Series(COARSE_MS, (coarse_reach + margin_ms) // COARSE_MS),
         }
-        self.ranges = {w: RangeSum(self.series[resolution_for(w)]) for w in self.windows_ms}
+        self.res_of = {w: resolution_for(w) for w in self.windows_ms}
+        self.ranges = {w: RangeSum(self.series[self.res_of[w]]) for w in self.windows_ms}
         # Recent parts shared by coarser windows: fine since the last 5 min boundary,
         # medium since the last 1 h boundary.
         self.fine_tail = RangeSum(self.series[FINE_MS])
         self.medium_tail = RangeSum(self.series[MEDIUM_MS])
+        # Per resolution, the running sums a count into one of its buckets may fall in.
+        self._sums_of: dict[int, list[RangeSum]] = {
+            res: [self.ranges[w] for w in by_res[res]] for res in RESOLUTIONS_MS
+        }
+        self._sums_of[FINE_MS].append(self.fine_tail)
+        self._sums_of[MEDIUM_MS].append(self.medium_tail)
         self.clock_ms: int | None = None
 
     # -- counting ---------------------------------------------------------------------
@@ -258,16 +262,15 @@ class WindowCounts:
     def add(self, res_ms: int, index: int, bad: int, total: int, offset: int) -> None:
         """Count into one bucket; running sums that already cover it see it at once."""
         series = self.series[res_ms]
-        if self.clock_ms is not None and index < series.oldest_kept(self.clock_ms // res_ms):
+        clock = self.clock_ms
+        if clock is not None and index < clock // res_ms - series.keep:  # series.oldest_kept
             return  # older than every window of this resolution can reach
         if not series.add(index, bad, total, offset):
             return
-        for w in self.by_res[res_ms]:
-            self.ranges[w].late(index, bad, total)
-        if res_ms == FINE_MS:
-            self.fine_tail.late(index, bad, total)
-        elif res_ms == MEDIUM_MS:
-            self.medium_tail.late(index, bad, total)
+        for sums in self._sums_of[res_ms]:
+            if sums.lo <= index < sums.hi:  # RangeSum.late, inline: once per count
+                sums.bad += bad
+                sums.total += total
 
     def load(self, res_ms: int, index: int, bad: int, total: int, offset: int) -> None:
         """Restore a bucket from the changelog (before the clock is set). A value that
@@ -295,7 +298,7 @@ class WindowCounts:
         self.clock_ms = clock_ms
         f, m, c = clock_ms // FINE_MS, clock_ms // MEDIUM_MS, clock_ms // COARSE_MS
         for w, rs in self.ranges.items():
-            res = resolution_for(w)
+            res = self.res_of[w]
             hi = clock_ms // res
             rs.move(hi - w // res, hi)
         self.fine_tail.move(m * (MEDIUM_MS // FINE_MS), f)
@@ -318,7 +321,7 @@ class WindowCounts:
         """(bad, total) of the window at the current clock."""
         rs = self.ranges[window_ms]
         bad, total = rs.bad, rs.total
-        res = resolution_for(window_ms)
+        res = self.res_of[window_ms]
         if res >= MEDIUM_MS:
             bad += self.fine_tail.bad
             total += self.fine_tail.total

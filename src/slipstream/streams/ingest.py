@@ -8,11 +8,17 @@ in this module raises for bad input; it turns it into a ``DeadLetter``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from slipstream import conventions
 from slipstream.schemas.codec import AvroCodec, CodecError
+from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.dedup import RecentIds
 from slipstream.slo.events import (
+    EARLIEST_EVENT_MS,
+    MAX_ID_LEN,
+    MAX_TEXT_LEN,
+    SERVICE_NAME,
     Deploy,
     InvalidEventError,
     Request,
@@ -21,11 +27,13 @@ from slipstream.slo.events import (
     deploy_from_record,
     request_from_record,
 )
+from slipstream.slo.tally import Tally, catalogue_slis
 
 REQUEST_SCHEMAS = frozenset({"RequestEvent", "RequestBatch"})
 DEPLOY_SCHEMAS = frozenset({"DeployEvent"})
 
 HEADER_PREFIX = "slipstream."
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,20 @@ class Ingested:
     deploys: list[Deploy] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
+    tally: Tally | None = None  # a batch's accepted requests, counted (instead of requests)
+
+    @property
+    def accepted(self) -> int:
+        tallied = self.tally.accepted if self.tally is not None else 0
+        return len(self.requests) + len(self.deploys) + tallied
 
 
 class Ingestor:
-    """Decodes and validates; keeps per-partition stream time and a bounded dedup window."""
+    """Decodes and validates; keeps per-partition stream time and a bounded dedup window.
+
+    Given the catalogue, the events of a ``RequestBatch`` are counted as they are checked
+    (``Ingested.tally``, for ``PartitionEngine.absorb_tallied``) instead of becoming one
+    ``Request`` each: the same dead letters, duplicates, stream time and counts."""
 
     def __init__(
         self,
@@ -72,6 +90,7 @@ class Ingestor:
         time_policy: TimePolicy | None = None,
         dedup_horizon_ms: int = 600_000,
         dedup_max_ids: int = 500_000,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.codec = codec or AvroCodec()
         self.time_policy = time_policy or TimePolicy()
@@ -79,6 +98,10 @@ class Ingestor:
         self._dedup_max_ids = dedup_max_ids
         self._stream_time: dict[tuple[str, int], int] = {}
         self._recent: dict[tuple[str, int], RecentIds] = {}
+        self._slis = catalogue_slis(catalogue) if catalogue is not None else None
+        # Names known to match SERVICE_NAME, so the regex runs only for other names (a
+        # parsed catalogue's all do; one built in code may hold any).
+        self._valid_names = frozenset(n for n in self._slis or () if SERVICE_NAME.match(n))
 
     def stream_time_ms(self, topic: str, partition: int) -> int | None:
         return self._stream_time.get((topic, partition))
@@ -98,8 +121,12 @@ class Ingestor:
             records = decoded.record["events"]
             if not records:
                 out.dead.append(DeadLetter(data, "InvalidEventError", "empty-batch", "no events"))
-            for index, record in enumerate(records):
-                self._accept_request(key, record, now_ms, out, data, index)
+            if self._slis is not None:
+                out.tally = Tally(self._slis)
+                self._tally_batch(key, records, now_ms, out, out.tally)
+            else:
+                for index, record in enumerate(records):
+                    self._accept_request(key, record, now_ms, out, data, index)
         elif decoded.schema == "RequestEvent":
             self._accept_request(key, decoded.record, now_ms, out, data, None)
         else:
@@ -122,6 +149,65 @@ class Ingestor:
         if timestamp_ms > self._stream_time.get(key, 0):
             self._stream_time[key] = timestamp_ms
 
+    def _recent_ids(self, key: tuple[str, int]) -> RecentIds:
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = RecentIds(self._dedup_horizon_ms, self._dedup_max_ids)
+        return recent
+
+    def _tally_batch(
+        self,
+        key: tuple[str, int],
+        records: list[dict[str, Any]],
+        now_ms: int,
+        out: Ingested,
+        tally: Tally,
+    ) -> None:
+        """``_accept_request`` for each record, in one pass and without a ``Request``: one
+        expression accepts the common valid event; anything else goes through the very
+        rules of ``request_from_record`` and ``check_event_time``, for their errors."""
+        policy = self.time_policy
+        latest = now_ms + policy.max_ahead_of_clock_ms
+        stream = self._stream_time.get(key)
+        oldest = EARLIEST_EVENT_MS if stream is None else stream - policy.max_behind_stream_ms
+        oldest = max(oldest, EARLIEST_EVENT_MS)
+        valid_names, match_name = self._valid_names, SERVICE_NAME.match
+        seen_before, add = self._recent_ids(key).seen_before, tally.add
+        try:
+            for index, record in enumerate(records):
+                event_id, service = record["event_id"], record["service"]
+                status, latency = record["status_code"], record["latency_ms"]
+                ts = record["timestamp"]
+                callee = record.get("callee")
+                if not (
+                    0 < len(event_id) <= MAX_ID_LEN
+                    and (service in valid_names or match_name(service))
+                    and 100 <= status <= 599
+                    and 0.0 <= latency < _INF  # false for NaN: finite and >= 0
+                    and len(record["operation"]) <= MAX_TEXT_LEN
+                    and (callee is None or callee in valid_names or match_name(callee))
+                    and oldest <= ts <= latest
+                ):
+                    try:
+                        request_from_record(record)
+                        check_event_time(ts, now_ms=now_ms, stream_time_ms=stream, policy=policy)
+                    except InvalidEventError as exc:
+                        value = self.codec.encode("RequestEvent", record)
+                        out.dead.append(
+                            DeadLetter(value, type(exc).__name__, exc.reason, str(exc), index)
+                        )
+                        continue
+                if stream is None or ts > stream:
+                    stream = ts
+                    oldest = max(ts - policy.max_behind_stream_ms, EARLIEST_EVENT_MS)
+                if seen_before(event_id, ts):
+                    out.duplicates += 1
+                    continue
+                add(service, record.get("version"), ts, status, latency)
+        finally:  # the stream time of the events before an unexpected error holds too
+            if stream is not None:
+                self._stream_time[key] = stream
+
     def _accept_request(
         self,
         key: tuple[str, int],
@@ -139,10 +225,7 @@ class Ingestor:
             value = data if index is None else self.codec.encode("RequestEvent", record)
             out.dead.append(DeadLetter(value, type(exc).__name__, exc.reason, str(exc), index))
             return
-        recent = self._recent.get(key)
-        if recent is None:
-            recent = self._recent[key] = RecentIds(self._dedup_horizon_ms, self._dedup_max_ids)
-        if recent.seen_before(request.event_id, request.timestamp_ms):
+        if self._recent_ids(key).seen_before(request.event_id, request.timestamp_ms):
             out.duplicates += 1
             return
         out.requests.append(request)

@@ -260,7 +260,8 @@ class SloWorker:
             partitions=settings.partitions,
             key_type=str,  # keys and values go to the changelog as JSON
         )
-        self.ingestor = Ingestor()
+        # With the catalogue, batches are counted as they are checked (Ingested.tally).
+        self.ingestor = Ingestor(catalogue=catalogue)
         # The highest source offset absorbed per (topic, partition) in this process's life.
         self.high_offset: dict[tuple[str, int], int] = {}
         self.held: dict[tuple[str, int], set[int]] = {}  # offsets held while reading again
@@ -408,7 +409,7 @@ class SloWorker:
             # messages first), so a dead letter is never lost.
             await self.dlq[topic].send(key=msg.key, value=dead.value, headers=headers)
             metrics.dead_letters.labels(topic, dead.reason).inc()
-        accepted = len(result.requests) + len(result.deploys)
+        accepted = result.accepted
         if accepted:
             metrics.input_events.labels(topic).inc(accepted)
         if result.duplicates:
@@ -418,6 +419,8 @@ class SloWorker:
         engine = self.host.engine(msg.partition)
         engine.begin(msg.offset)
         engine.absorb_many(result.requests)
+        if result.tally is not None:
+            engine.absorb_tallied(result.tally)
         for deploy in result.deploys:
             engine.absorb_deploy(deploy)
             self.state.add_deploy(deploy)
