@@ -151,3 +151,58 @@ def test_an_incident_during_a_split_is_not_the_change_that_followed_it() -> None
         if impact is not None:
             verdicts.append(impact.verdict.verdict)
     assert "ATTRIBUTED" not in verdicts
+
+
+def test_an_incident_that_ended_before_the_change_is_left_out_of_before() -> None:
+    # 5 % from 40 to 15 min before the change (an incident over), 0.5 % otherwise, 5 % from
+    # 3 min after it. The half-hour before the change holds most of the incident: compared
+    # with the first half it "rose", but the rise ended; it is no baseline and no trend.
+    slo = counts(10, lambda m: 2 if -40 <= m < -15 or m >= 3 else 20)
+    impacts = judge(BUSY, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    pre_bad, pre_total = attributed[0].evidence["pre"]
+    assert pre_bad / pre_total < 0.006  # the usual 0.5 %, not the incident's 5 %
+
+
+def test_an_incident_going_on_at_the_change_delays_after_until_it_ends() -> None:
+    # 2 % from 20 min before the change to 5 min after it, then the usual 0.1 %: the change
+    # is not blamed for the incident's last minutes.
+    ended = counts(10, lambda m: 5 if -20 <= m < 5 else 100)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(BUSY, minutes=40, slo=ended))
+    # The same incident, and the change fails 2 % from 15 min on: judged from its end.
+    harmful = counts(10, lambda m: 5 if -20 <= m < 5 or m >= 15 else 100)
+    impacts = judge(BUSY, minutes=40, slo=harmful)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["post_from_ms"] >= T0 + 5 * MINUTE
+
+
+def judge_with_callee(callee_started_min: int, callee: WindowCounts) -> list[str]:
+    """The config change of ``judge`` (2 % from 3 min on) while "db", which "api" calls,
+    changed at ``callee_started_min`` (verdict still open)."""
+    tracker = DeployTracker()
+    for phase in ("started", "finished"):
+        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
+                                 T0, "ci"))  # fmt: skip
+    slo = counts(10, rises_at_3_min)
+    changes = [("db", T0 + callee_started_min * MINUTE, "INCONCLUSIVE", callee)]
+    verdicts = []
+    for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
+        impact = tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                  lambda: BUSY, callee_changes=lambda: changes)  # fmt: skip
+        if impact is not None:
+            verdicts.append(impact.verdict.verdict)
+    return verdicts
+
+
+def test_a_callee_that_changed_after_the_rise_began_does_not_explain_it() -> None:
+    quiet = counts(1, lambda m: 1000)  # too quiet to show anything by its own counts
+    assert "ATTRIBUTED" not in judge_with_callee(1, quiet)  # it may have caused the rise
+    assert "ATTRIBUTED" in judge_with_callee(10, quiet)  # the caller failed before it changed
+
+
+def test_a_callee_failing_far_less_than_the_rise_does_not_explain_it() -> None:
+    # 5 events per 10 s at 0.1 %: 2 % of its calls failing would have shown in minutes.
+    steady_callee = counts(5, lambda m: 200)
+    assert "ATTRIBUTED" in judge_with_callee(1, steady_callee)

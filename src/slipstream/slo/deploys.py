@@ -10,10 +10,9 @@ is attributed to.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from slipstream.slo.correlation import (
     ALPHA,
@@ -257,7 +256,7 @@ class DeployTracker:
                     # "after" unless that service's own failures cannot explain the rise
                     or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
                         and self._callee_explains(tracked, slo, windows, name, counts,
-                                                  max(post_from, started), clock_ms))
+                                                  post_from, started, clock_ms))
                     for name, started, theirs, counts in
                     (callee_changes() if callee_changes else ())
                 )  # fmt: skip
@@ -287,29 +286,35 @@ class DeployTracker:
         windows: WindowCounts,
         callee: str,
         counts: WindowCounts | None,
-        since: int,
+        post_from: int,
+        callee_started: int,
         to: int,
     ) -> bool:
-        """Could a called service's own failures since ``since`` explain how much the caller's
-        bad rate rose over the same time? Not when it stayed steady with the power to have
-        shown a doubling, nor when even its worst plausible failure rate is below the rise
-        (a call cannot fail the caller more often than it fails itself)."""
+        """Could a called service's own failures explain how much the caller's bad rate rose
+        since the rise began? Not when the rise began before that service changed, nor when
+        it stayed steady with the power to have shown a doubling, nor when even its worst
+        plausible failure rate is below the rise (a call cannot fail the caller more often
+        than it fails itself)."""
         if counts is None:
             return True
         start = tracked.started_ms // FINE_MS * FINE_MS
-        since = -(-since // FINE_MS) * FINE_MS
+        own_pre = tracked.before.get(slo) or [0, 0]
+        lo = -(-post_from // FINE_MS) * FINE_MS
+        own_rise = _rise_from(windows, (own_pre[0], own_pre[1]), lo, to) if to > lo else lo
+        if callee_started > own_rise + 60_000:
+            return False  # the caller was failing before the callee changed
+        # Compared over the rise itself: "after" diluted by calm minutes hides its size.
+        since = -(-max(own_rise, callee_started, post_from) // FINE_MS) * FINE_MS
         pre = kept_counts(tracked.before, f"callee:{callee}", counts, start - BEFORE_MS, start)
         post = counts.fine_range(since, to)
         if post[1] < 20:
             return True  # too little seen of it (or it is down): it may be the cause
-        own_pre = tracked.before.get(slo) or [0, 0]
         own_post = windows.fine_range(since, to)
         rise = (own_post[0] / own_post[1] if own_post[1] else 0.0) - (
             own_pre[0] / own_pre[1] if own_pre[1] else 0.0
         )
-        worst_rate = (post[0] + 3 * math.sqrt(post[0]) + 3) / post[1]
-        if worst_rate < rise:
-            return False
+        if rise > 0 and 1.0 - binomial_upper_tail(post[0] + 1, post[1], min(rise, 1.0)) <= ALPHA:
+            return False  # it surely fails less often than the caller's rise needs
         if pre[1] and post[1] * pre[0] / pre[1] >= 5:
             ratio, p = rate_rose(pre, post)
             return ratio >= 1.5 and p <= 0.05
@@ -378,7 +383,18 @@ class DeployTracker:
         ) -> tuple[int, int]:
             return kept_counts(before, key, counts, lo, hi)
 
-        pre = pre_of(slo, windows)
+        pre_of(slo, windows)
+        calm = _calm_before(before, slo, windows, start)
+        pre = calm.pre
+        if calm.failing_at_start:
+            # Something already failing when the change came (an incident ending): "after"
+            # starts once the SLO is back to its calm rate, so it is not blamed on the change.
+            calm_from = _calm_again(before, slo, windows, start, clock_ms, pre)
+            if calm_from is None:
+                return Verdict("INCONCLUSIVE", 0.0), {"note": "failing since before the deploy"}
+            post_from = max(post_from, calm_from)
+            if post_to - post_from < MIN_AFTER_MS:
+                return Verdict("INCONCLUSIVE", 0.0), {}
         if pre[0] < MIN_BAD_EVENTS:
             # A quiet service's hour holds too few failures to know its rate: look further
             # back, in the 5 min buckets that keep the day.
@@ -386,7 +402,7 @@ class DeployTracker:
             far = kept_counts(before, f"long:{slo}", windows, lo - LONG_BEFORE_MS, lo, MEDIUM_MS)
             if far[1] > pre[1]:
                 pre = far
-        phi = _dispersion(before, slo, windows, start)
+        phi = calm.dispersion
         test = tracked.tests.get(slo)
         if test is not None and test.total_new and test.total_old:
             # After a split, the old version while both served is "before" too. When it
@@ -411,10 +427,10 @@ class DeployTracker:
                           "post_to_ms": post_to}  # fmt: skip
         if explained:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "another cause is open"}
-        # A rate already rising before the deploy was not started by it.
-        early = pre_of(f"early:{slo}", windows, start - BEFORE_MS, start - BEFORE_MS // 2)
-        late = pre_of(f"late:{slo}", windows, start - BEFORE_MS // 2, start)
-        trend, p_trend = rate_rose(early, late)
+        # A rate already rising before the deploy was not started by it (an incident that
+        # ended before it is left out of both halves).
+        trend, p_trend = rate_rose(calm.early, calm.late)
+        late = calm.late
         if trend >= 1.5 and p_trend <= ALPHA and late[0] >= MIN_BAD_EVENTS:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "rising before the deploy"}
         # Difference in differences: the services around (not callers, not callees, no
@@ -506,6 +522,7 @@ class DeployTracker:
 
 
 DISPERSION_CHUNK_MS: Final = 5 * 60_000
+CALM_SPAN_MS: Final = 5 * 60_000
 
 
 def kept_counts(
@@ -524,21 +541,91 @@ def kept_counts(
     return bad, total
 
 
-def _dispersion(before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int) -> float:
-    """Pearson dispersion (>= 1) of the bad counts of the hour before ``start``, in 5 min
-    chunks, the worst chunk left out, kept with the other "before" counts (as thousandths)."""
-    key = f"dispersion:{slo}"
+class CalmBefore(NamedTuple):
+    """The hour before a deploy, without the incidents in it."""
+
+    pre: tuple[int, int]  # (bad, total) of its calm chunks
+    dispersion: float  # Pearson dispersion (>= 1) of the calm chunks, the worst left out
+    failing_at_start: bool  # the last chunk before the deploy failed well above the calm rate
+    early: tuple[int, int]  # calm chunks of its first half
+    late: tuple[int, int]  # ... and of its second half
+
+
+def _calm_before(
+    before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int
+) -> CalmBefore:
+    """The hour before ``start`` in 5 min chunks, where runs of two or more chunks failing
+    well above the others (an incident of ten minutes or more) are left out: the rate the
+    change is measured against is the service's usual one. Single high chunks (blips) stay,
+    as they are part of the everyday noise. Kept in ``before`` from the first look."""
+    key = f"calm:{slo}"
     if key not in before:
         chunks = [windows.fine_range(lo, lo + DISPERSION_CHUNK_MS)
                   for lo in range(start - BEFORE_MS, start, DISPERSION_CHUNK_MS)]  # fmt: skip
-        bad = sum(b for b, _ in chunks)
-        total = sum(t for _, t in chunks)
-        rate = bad / total if total else 0.0
-        terms = sorted((b - rate * t) ** 2 / (rate * t) for b, t in chunks if t and rate * t > 0)
-        # Without the worst chunk: one blip or incident in the hour is not the everyday noise.
+        high = _high_chunks(chunks)
+        in_runs = {i for i in high if i - 1 in high or i + 1 in high}
+        calm = [c if i not in in_runs else (0, 0) for i, c in enumerate(chunks)]
+        half = len(chunks) // 2
+        early, late = _summed_counts(calm[:half]), _summed_counts(calm[half:])
+        pre = (early[0] + late[0], early[1] + late[1])
+        rate = pre[0] / pre[1] if pre[1] else 0.0
+        terms = sorted((b - rate * t) ** 2 / (rate * t) for b, t in calm if t and rate * t > 0)
+        # Without the worst chunk: one blip in the hour is not the everyday noise.
         phi = sum(terms[:-1]) / (len(terms) - 2) if len(terms) > 3 else 1.0
-        before[key] = [round(1000 * max(phi, 1.0)), 0]
-    return before[key][0] / 1000
+        failing = bool(chunks) and len(chunks) - 1 in high
+        before[key] = [*pre, round(1000 * max(phi, 1.0)), int(failing), *early, *late]
+    v = before[key]
+    return CalmBefore((v[0], v[1]), v[2] / 1000, bool(v[3]), (v[4], v[5]), (v[6], v[7]))
+
+
+def _summed_counts(counts: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    return sum(b for b, _ in counts), sum(t for _, t in counts)
+
+
+def _high_chunks(chunks: Sequence[tuple[int, int]]) -> set[int]:
+    """Chunks failing 1.5 times the usual rate or more (p <= 0.001, at least 5 bad events).
+    The usual rate is that of the calmer half of the chunks: an incident that fills half
+    the hour would otherwise set the bar it is measured against."""
+    seen = sorted((b / t, b, t) for b, t in chunks if t)
+    calmer = seen[: max(len(seen) // 2, 1)]
+    bad, total = sum(b for _, b, _ in calmer), sum(t for _, _, t in calmer)
+    if not total:
+        return set()
+    limit = min(1.5 * max(bad, 1) / total, 1.0)
+    return {i for i, (b, t) in enumerate(chunks)
+            if t and b >= 5 and binomial_upper_tail(b, t, limit) <= 0.001}  # fmt: skip
+
+
+def _calm_again(
+    before: dict[str, list[int]],
+    slo: str,
+    windows: WindowCounts,
+    start: int,
+    clock_ms: int,
+    pre: tuple[int, int],
+) -> int | None:
+    """When an SLO failing at the deploy's start is back to its calm rate: once five minutes
+    (pooled: a quiet service's single minutes cannot show an incident) do not fail
+    significantly above twice that rate, the end of the failing run since the start (None
+    while it goes on, or if it lasts the hour)."""
+    key = f"calm_again:{slo}"
+    if key in before:
+        return before[key][0]
+    limit = min(2 * max(pre[0], 1) / max(pre[1], 1), 1.0)
+    for minute in range(60):
+        lo = start + minute * 60_000
+        if lo + CALM_SPAN_MS > clock_ms:
+            return None
+        bad, total = windows.fine_range(lo, lo + CALM_SPAN_MS)
+        if bad < 2 or binomial_upper_tail(bad, total, limit) > ALPHA:
+            # Calm by then; where in these minutes it ended: the failing run's change-point.
+            steps = [windows.fine_range(t, t + 60_000) for t in range(start, lo + CALM_SPAN_MS,
+                                                                   60_000)]  # fmt: skip
+            base = pre[0] / pre[1] if pre[1] else 0.0
+            found = start + 60_000 * (len(steps) - rise_start(steps[::-1], base))
+            before[key] = [found, 0]
+            return found
+    return None
 
 
 def _warmup(tracked: TrackedDeploy) -> int:
