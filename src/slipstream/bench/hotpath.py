@@ -104,14 +104,6 @@ def ingested(w: Workload, path: str) -> list[Ingested]:
     return [ingest(TOPIC, m.partition, m.value, w.now_ms) for m in w.messages]
 
 
-def absorb(engine: PartitionEngine, offset: int, result: Ingested) -> None:
-    """What ``SloWorker.absorb`` asks of the engine for one message."""
-    engine.begin(offset)
-    engine.absorb_many(result.requests)
-    if result.tally is not None:
-        engine.absorb_tallied(result.tally)
-
-
 def time_engine(w: Workload, results: list[Ingested]) -> float:
     engines: dict[int, PartitionEngine] = {}
     started = time.perf_counter()
@@ -119,7 +111,7 @@ def time_engine(w: Workload, results: list[Ingested]) -> float:
         engine = engines.get(m.partition)
         if engine is None:
             engine = engines[m.partition] = PartitionEngine(m.partition, w.catalogue)
-        absorb(engine, m.offset, result)
+        result.absorb_into(engine, m.offset)
         if i % MICRO_BATCH == MICRO_BATCH - 1:
             for e in engines.values():
                 e.end()
@@ -150,16 +142,13 @@ class _Worker:
             metrics.dead_letters.labels(TOPIC, dead.reason).inc()
             self.dead += 1
         accepted = result.accepted
-        if accepted:
-            metrics.input_events.labels(TOPIC).inc(accepted)
-        if result.duplicates:
-            metrics.duplicate_events.labels(TOPIC).inc(result.duplicates)
+        metrics.count_input(TOPIC, accepted, result.duplicates)
         if not accepted:
             return None
         engine = self.engines.get(m.partition)
         if engine is None:
             engine = self.engines[m.partition] = PartitionEngine(m.partition, self.catalogue)
-        absorb(engine, m.offset, result)
+        result.absorb_into(engine, m.offset)
         return engine
 
     def close(self, engine: PartitionEngine) -> None:

@@ -101,3 +101,10 @@ class WorkerMetrics:
         )
         info = Info(conventions.METRIC_WORKER_INFO, "The worker's version.", registry=registry)
         info.info({"version": __version__, "namespace": namespace})
+
+    def count_input(self, topic: str, accepted: int, duplicates: int) -> None:
+        """A message's events: ``accepted`` counted, ``duplicates`` dropped by dedup."""
+        if accepted:
+            self.input_events.labels(topic).inc(accepted)
+        if duplicates:
+            self.duplicate_events.labels(topic).inc(duplicates)

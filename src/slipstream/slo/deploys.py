@@ -292,9 +292,9 @@ class DeployTracker:
     ) -> bool:
         """Could a called service's own failures explain how much the caller's bad rate rose
         since the rise began? Not when the rise began before that service changed, nor when
-        it stayed steady with the power to have shown a doubling, nor when even its worst
-        plausible failure rate is below the rise (a call cannot fail the caller more often
-        than it fails itself)."""
+        it stayed steady with the power to have shown a doubling, nor when it surely fails
+        less often than the rise (a call cannot fail the caller more often than it fails
+        itself)."""
         if counts is None:
             return True
         start = tracked.started_ms // FINE_MS * FINE_MS
@@ -383,7 +383,6 @@ class DeployTracker:
         ) -> tuple[int, int]:
             return kept_counts(before, key, counts, lo, hi)
 
-        pre_of(slo, windows)
         calm = _calm_before(before, slo, windows, start)
         pre = calm.pre
         if calm.failing_at_start:
@@ -430,8 +429,7 @@ class DeployTracker:
         # A rate already rising before the deploy was not started by it (an incident that
         # ended before it is left out of both halves).
         trend, p_trend = rate_rose(calm.early, calm.late)
-        late = calm.late
-        if trend >= 1.5 and p_trend <= ALPHA and late[0] >= MIN_BAD_EVENTS:
+        if trend >= 1.5 and p_trend <= ALPHA and calm.late[0] >= MIN_BAD_EVENTS:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "rising before the deploy"}
         # Difference in differences: the services around (not callers, not callees, no
         # change of their own) show what happened anyway: over all of "after", lately, and

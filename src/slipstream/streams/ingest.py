@@ -14,6 +14,7 @@ from slipstream import conventions
 from slipstream.schemas.codec import AvroCodec, CodecError
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.dedup import RecentIds
+from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import (
     EARLIEST_EVENT_MS,
     MAX_ID_LEN,
@@ -75,6 +76,15 @@ class Ingested:
     def accepted(self) -> int:
         tallied = self.tally.accepted if self.tally is not None else 0
         return len(self.requests) + len(self.deploys) + tallied
+
+    def absorb_into(self, engine: PartitionEngine, offset: int) -> None:
+        """Count this message (source ``offset``) in its partition's engine."""
+        engine.begin(offset)
+        engine.absorb_many(self.requests)
+        if self.tally is not None:
+            engine.absorb_tallied(self.tally)
+        for deploy in self.deploys:
+            engine.absorb_deploy(deploy)
 
 
 class Ingestor:

@@ -410,19 +410,12 @@ class SloWorker:
             await self.dlq[topic].send(key=msg.key, value=dead.value, headers=headers)
             metrics.dead_letters.labels(topic, dead.reason).inc()
         accepted = result.accepted
-        if accepted:
-            metrics.input_events.labels(topic).inc(accepted)
-        if result.duplicates:
-            metrics.duplicate_events.labels(topic).inc(result.duplicates)
+        metrics.count_input(topic, accepted, result.duplicates)
         if not accepted:
             return None
         engine = self.host.engine(msg.partition)
-        engine.begin(msg.offset)
-        engine.absorb_many(result.requests)
-        if result.tally is not None:
-            engine.absorb_tallied(result.tally)
+        result.absorb_into(engine, msg.offset)
         for deploy in result.deploys:
-            engine.absorb_deploy(deploy)
             self.state.add_deploy(deploy)
         return engine
 
