@@ -158,12 +158,7 @@ class Pipeline:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = PartitionEngine(partition, self.cat)
-        engine.begin(offset)
-        engine.absorb_many(result.requests)
-        if result.tally is not None:
-            engine.absorb_tallied(result.tally)
-        for deploy in result.deploys:
-            engine.absorb_deploy(deploy)
+        result.absorb_into(engine, offset)
         return engine
 
     def end(self, engine: PartitionEngine) -> MessageResult:
