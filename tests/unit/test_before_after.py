@@ -81,6 +81,24 @@ def test_busy_steady_controls_let_a_late_rise_be_attributed() -> None:
     assert verdicts[-1] == "ATTRIBUTED"
 
 
+def test_a_blip_minutes_after_the_change_is_not_attributed_to_it() -> None:
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
+    blip = counts(10, lambda m: 1 if 8 <= m < 11 else 100)  # 100x for three minutes
+    impacts = judge(busy, minutes=30, slo=blip)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts)
+    assert any(i.evidence.get("note") == "a burst so far" for i in impacts)
+
+
+def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
+    lasting = counts(10, lambda m: 1 if m >= 8 else 100)
+    impacts = judge(busy, minutes=30, slo=lasting)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed
+    # Not before the rise has outlasted a blip of three minutes.
+    assert attributed[0].decided_at_ms > T0 + 11 * MINUTE
+
+
 def test_controls_rising_with_the_slo_keep_the_change_unblamed() -> None:
     incident = {f"b{i}/availability": counts(100, lambda m: 1 if m >= 3 else 10)
                 for i in range(3)}  # fmt: skip

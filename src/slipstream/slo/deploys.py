@@ -440,7 +440,8 @@ class DeployTracker:
         # The rise is located from the switch itself: a code change's warm-up errors are
         # its own too.
         switched = post_from - _warmup(tracked)
-        rise_from = max(_rise_from(windows, pre, switched, post_to), post_from)
+        rose_at = _rise_from(windows, pre, switched, post_to)
+        rise_from = max(rose_at, post_from)
         afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
                   for lo in sorted({post_from, recent_from, rise_from})}  # fmt: skip
         shifts = [
@@ -467,6 +468,15 @@ class DeployTracker:
         # it tell which, so wait until they have seen enough since the rise.
         if harmful and rise_from - switched >= DELAYED_RISE_MS and watched < CONTROL_POWER_BAD:
             return Verdict("SUSPECTED", 0.5), evidence | {"note": "waiting for controls"}
+        if harmful and rose_at - switched >= DELAYED_RISE_MS:
+            # A rise that began after the switch may be a burst of a few minutes that happened
+            # to follow it: the change's own harm outlasts its worst few minutes.
+            rest = _shrunk(_beyond_burst(windows, rise_from, post_to), phi)
+            rest_ratio, p_rest = rate_rose(pre, rest, factor)
+            rest_ratio /= factor
+            evidence |= {"beyond_burst_rate_ratio": rest_ratio, "beyond_burst_p_value": p_rest}
+            if rest_ratio < min_ratio or p_rest > PERSIST_ALPHA:
+                return Verdict("SUSPECTED", 0.5), evidence | {"note": "a burst so far"}
         if harmful and recent_ratio >= min_ratio and p_recent <= PERSIST_ALPHA:
             odds = CHANGE_PRIOR / (1 - CHANGE_PRIOR) * bayes_factor_bound(p_harm)
             posterior = odds / (1 + odds)
@@ -649,6 +659,28 @@ def _rise_from(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int) ->
     steps = [windows.fine_range(t, min(t + 60_000, hi)) for t in range(lo, hi, 60_000)]
     base = pre[0] / pre[1] if pre[1] else 0.0
     return lo + 60_000 * rise_start(steps, base)
+
+
+BURST_MS: Final = 3 * 60_000  # the longest burst that is everyday noise (a blip)
+
+
+def _beyond_burst(windows: WindowCounts, lo: int, hi: int) -> tuple[int, int]:
+    """(bad, total) in [lo, hi) without its worst ``BURST_MS`` (in 10 s buckets: a burst
+    is not aligned to minutes): what is left of a rise once the burst that may be all of
+    it is taken out."""
+    steps = [windows.fine_range(t, t + FINE_MS) for t in range(lo, hi, FINE_MS)]
+    span = BURST_MS // FINE_MS
+    if len(steps) <= span:
+        return 0, 0
+    bad, total = _summed_counts(steps)
+    window = burst = sum(b for b, _ in steps[:span])
+    worst = 0
+    for i in range(span, len(steps)):  # a sliding sum: the span with the most bad events
+        window += steps[i][0] - steps[i - span][0]
+        if window > burst:
+            burst, worst = window, i - span + 1
+    cut = _summed_counts(steps[worst : worst + span])
+    return bad - cut[0], total - cut[1]
 
 
 def _shrunk(counts: tuple[int, int], phi: float) -> tuple[int, int]:
