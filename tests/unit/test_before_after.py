@@ -99,6 +99,22 @@ def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
     assert attributed[0].decided_at_ms > T0 + 11 * MINUTE
 
 
+def rising_before(after: int) -> Callable[[int], int]:
+    """0.25 % until half an hour before the change, 1 % since, then 1 in ``after``
+    buckets."""
+    return lambda m: 40 if m < -30 else 10 if m < 0 else after
+
+
+def test_a_change_is_measured_against_where_a_rising_rate_had_got_to() -> None:
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
+    kept_rising = judge(busy, minutes=40, slo=counts(10, rising_before(10)))
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in kept_rising)
+    jumped = judge(busy, minutes=40, slo=counts(10, rising_before(1)))  # 10 %
+    attributed = [i for i in jumped if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed
+    assert attributed[0].evidence["pre"][1] == 30 * 6 * 10  # its last half hour
+
+
 def test_controls_rising_with_the_slo_keep_the_change_unblamed() -> None:
     incident = {f"b{i}/availability": counts(100, lambda m: 1 if m >= 3 else 10)
                 for i in range(3)}  # fmt: skip

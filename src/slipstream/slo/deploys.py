@@ -394,6 +394,13 @@ class DeployTracker:
             post_from = max(post_from, calm_from)
             if post_to - post_from < MIN_AFTER_MS:
                 return Verdict("INCONCLUSIVE", 0.0), {}
+        # A rate already rising before the deploy was not started by it (an incident that
+        # ended before it is left out of both halves): the change is measured against the
+        # level it had risen to, the hour's second half, and must rise well beyond it.
+        trend, p_trend = rate_rose(calm.early, calm.late)
+        rising = trend >= 1.5 and p_trend <= ALPHA and calm.late[0] >= MIN_BAD_EVENTS
+        if rising:
+            pre = calm.late
         if pre[0] < MIN_BAD_EVENTS:
             # A quiet service's hour holds too few failures to know its rate: look further
             # back, in the 5 min buckets that keep the day.
@@ -426,11 +433,8 @@ class DeployTracker:
                           "post_to_ms": post_to}  # fmt: skip
         if explained:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "another cause is open"}
-        # A rate already rising before the deploy was not started by it (an incident that
-        # ended before it is left out of both halves).
-        trend, p_trend = rate_rose(calm.early, calm.late)
-        if trend >= 1.5 and p_trend <= ALPHA and calm.late[0] >= MIN_BAD_EVENTS:
-            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "rising before the deploy"}
+        if rising:
+            evidence["note"] = "rising before the deploy: compared with its last half hour"
         # Difference in differences: the services around (not callers, not callees, no
         # change of their own) show what happened anyway: over all of "after", lately, and
         # since this SLO's own rise began (an incident that starts minutes after the
@@ -455,7 +459,7 @@ class DeployTracker:
                                 "degraded": max(s.degraded for s in shifts),
                                 "rise": factor, "rise_from_ms": rise_from,
                                 "expected_bad_since_rise": watched}  # fmt: skip
-        min_ratio = 1.5
+        min_ratio = 2.0 if rising else 1.5
         if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
             ratio, p_harm = rate_rose(pre, post, factor)
