@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 REDIS_FLUSH_INTERVAL_S = 1.0
 # A micro-batch closes at this many messages or after this long, whichever comes first.
 BATCH_MAX_MESSAGES = 5000
+PRODUCER_LINGER_S = 0.01
 BATCH_WITHIN_S = 0.2
 BUDGET_FLUSH_INTERVAL_S = 5.0
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a supervisor restarts the worker, which replays the batch
@@ -227,6 +228,10 @@ class SloWorker:
             broker_credentials=faust_credentials(settings),
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 10),
+            # Table and output writes of a micro-batch go out in a few produce requests,
+            # not one each: +16-19 % events/s in the batched benchmark (5, 10, 20 ms alike;
+            # 0 ms: one request per record). Alerts wait at most this long.
+            producer_linger=PRODUCER_LINGER_S,
         )
         # Exits a worker that was paused for half the session: see stall_guard.
         self.stall_guard = StallGuard(settings.session_timeout_s / 2)
