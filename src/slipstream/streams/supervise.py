@@ -7,8 +7,9 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from slipstream.settings import Settings, settings_env
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(addr: str, timeout_s: float = 2.0) -> Samples:
-    """Samples of /metrics keyed by (name, sorted labels); empty if it does not answer."""
+def scrape(addr: str, timeout_s: float = 2.0, names: Sequence[str] = ()) -> Samples:
+    """Samples of /metrics keyed by (name, sorted labels), only the series ``names`` if
+    given; empty if it does not answer."""
+    query = "?" + urllib.parse.urlencode([("name[]", n) for n in names]) if names else ""
     try:
-        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(f"http://{addr}/metrics{query}", timeout=timeout_s) as resp:
             text = resp.read().decode()
     except OSError:
         return {}
