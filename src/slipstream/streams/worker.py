@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,11 @@ class EngineHost:
     table's store hands each changelog entry to the engine of its partition; once live, an
     engine alone holds its partition's state (the table keeps no copy: ``engine_store``)."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(
+        self, catalogue: Catalogue, on_restored: Callable[[int], None] = lambda entries: None
+    ) -> None:
         self.catalogue = catalogue
+        self.on_restored = on_restored  # entries restored, per partition made live
         self.engines: dict[int, PartitionEngine] = {}
         self.restoring: dict[int, PartitionEngine] = {}
         self.loaded: dict[int, int] = {}  # changelog entries read per restoring partition
@@ -159,6 +162,7 @@ class EngineHost:
             loaded = self.loaded.pop(partition, 0)
             if loaded:
                 log.info("partition %d: restored from %d changelog entries", partition, loaded)
+                self.on_restored(loaded)
         return engine
 
     def restored_snapshots(self, partitions: set[int]) -> list[BudgetSnapshot]:
@@ -267,7 +271,7 @@ class SloWorker:
         self.held: dict[tuple[str, int], set[int]] = {}  # offsets held while reading again
         self.ready: set[int] = set()  # owned partitions whose state is restored and shown
         self.codec = AvroCodec()
-        self.host = EngineHost(catalogue)
+        self.host = EngineHost(catalogue, metrics.restored_entries.inc)
         # Where engine_store sends the entries it recovers.
         self.table.changelog_reader = self.host  # type: ignore[attr-defined]
 
