@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,23 @@ class EngineHost:
             engine = self.restoring[partition] = PartitionEngine(partition, self.catalogue)
         if engine.load_entry(key, value):
             self.loaded[partition] = self.loaded.get(partition, 0) + 1
+
+    def load_entries(self, partition: int, keys: Sequence[Any], values: Sequence[Any]) -> None:
+        """A batch of one partition's entries in changelog order (``changelog_read``)."""
+        load = self.load_entry
+        for key, value in zip(keys, values, strict=True):
+            load(partition, key, value)
+
+    def live(self) -> set[int]:
+        return set(self.engines)
+
+    def forget_restoring(self, partitions: set[int]) -> None:
+        """Drop what was read of these partitions' changelogs (they are read again whole)."""
+        for p in partitions - set(self.engines):
+            self.restoring.pop(p, None)
+            self.loaded.pop(p, None)
+            for key in [k for k in self.restored_offsets if k[0] == p]:
+                del self.restored_offsets[key]
 
     def recovery_completed(self, active: set[int]) -> None:
         for partition in sorted(self.restoring):
