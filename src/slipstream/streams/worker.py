@@ -143,10 +143,28 @@ class EngineHost:
             self.loaded[partition] = self.loaded.get(partition, 0) + 1
 
     def load_entries(self, partition: int, keys: Sequence[Any], values: Sequence[Any]) -> None:
-        """A batch of one partition's entries in changelog order (``changelog_read``)."""
-        load = self.load_entry
+        """A batch of one partition's entries in changelog order (``changelog_read``): the
+        offset entries here, the rest to the engine in one call (what ``load_entry`` does
+        entry by entry)."""
+        if partition in self.engines:
+            return  # live already: see load_entry
+        offsets_prefix = f"{partition}{OFFSETS_KEY}"
+        engine_keys: list[Any] = []
+        engine_values: list[Any] = []
         for key, value in zip(keys, values, strict=True):
-            load(partition, key, value)
+            if key.startswith(offsets_prefix):
+                self.load_entry(partition, key, value)
+            else:
+                engine_keys.append(key)
+                engine_values.append(value)
+        if not engine_keys:
+            return
+        engine = self.restoring.get(partition)
+        if engine is None:
+            engine = self.restoring[partition] = PartitionEngine(partition, self.catalogue)
+        used = engine.load_entries(engine_keys, engine_values)
+        if used:
+            self.loaded[partition] = self.loaded.get(partition, 0) + used
 
     def live(self) -> set[int]:
         return set(self.engines)
