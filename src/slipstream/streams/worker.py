@@ -337,6 +337,7 @@ class SloWorker:
 
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
         app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
+        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
         self.table.on_recover(self.on_recovered)
 
@@ -522,6 +523,10 @@ class SloWorker:
         requests = next(t for t, base in self.base_of.items() if base == conventions.REQUESTS_TOPIC)
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == requests}
 
+    async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """A rebalance starts: short fetch waits until its recovery is done (faust_fixes)."""
+        faust_fixes.set_fetch_max_wait(self.app, faust_fixes.RECOVERY_FETCH_MAX_WAIT_MS)
+
     async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         """After a rebalance: drop the state of partitions no longer assigned. Not on faust's
         revoke signal: it names every partition (an eager rebalance revokes all before it
@@ -549,6 +554,7 @@ class SloWorker:
             self.redis_sink.add_snapshot(snapshot)
         self.ready = owned
         self.metrics.partitions_ready.set(len(owned))
+        faust_fixes.set_fetch_max_wait(self.app, faust_fixes.FETCH_MAX_WAIT_MS)
 
     async def reposition_after_recovery(self) -> None:
         """Where each source partition is read from once recovery ends. Runs before faust's
