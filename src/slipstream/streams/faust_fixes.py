@@ -45,11 +45,12 @@ records are still being handed over; a fetch for the others (an idle deploys par
 then sits at the broker for up to 1.5 s while the busy partitions wait behind it. In the
 alert-latency benchmark at half load, messages reached the worker 1.5-2 s after they were
 sent while the worker was busy less than half the time. ``FETCH_MAX_WAIT_MS`` instead.
-While partitions are being assigned and recovered, ``RECOVERY_FETCH_MAX_WAIT_MS``: faust
-only marks partitions paused, the client keeps fetching them, and each offset request of
-the recovery (end and start offsets, committed offsets, seeks) waited behind such a
-fetch on the same broker connection: ~0.1 s each, ~0.17 s of a 2.4 s restart after
-kill -9 (worker log timestamps, 10 ms against 100 ms).
+While partitions are being assigned and recovered, ``RECOVERY_FETCH_MAX_WAIT_MS``: faust's
+``pause_partitions`` is its own bookkeeping, the client itself is not paused and keeps
+fetching, and the recovery's offset requests (end and start offsets, committed offsets,
+seeks) took ~0.1 s each with 100 ms fetch waits, 0.03-0.04 s with 10 ms: ~0.17 s of a
+2.4 s restart after kill -9 (worker log timestamps), read as each request waiting
+behind a fetch on the same broker connection.
 
 **A fixed second before the group is joined.** faust's ``TableManager`` sleeps 1.0 s as it
 starts, so that tables defined late can still register; the conductor subscribes, and
