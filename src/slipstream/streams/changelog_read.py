@@ -26,8 +26,6 @@ from faust.types import TP, AppT
 
 log = logging.getLogger(__name__)
 
-# Larger than aiokafka's 1 MiB default: fewer round trips for a partition of many records.
-MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 FETCH_TIMEOUT_MS = 500  # one getmany; the read ends when every partition reaches its end
 
 
@@ -52,7 +50,9 @@ def decode_batch(raw: Sequence[bytes | None]) -> list[Any]:
 
 
 def client_for(app: AppT) -> aiokafka.AIOKafkaConsumer:
-    """A consumer with no group, with the app's brokers and credentials."""
+    """A consumer with no group, with the app's brokers and credentials. aiokafka's 1 MiB
+    per partition fetch: 8 MiB read 1 M records no faster (7.9 against 8.1 s) and left
+    the worker 59 MiB larger."""
     conf = app.conf
     return aiokafka.AIOKafkaConsumer(
         bootstrap_servers=server_list(conf.broker, 9092),
@@ -61,7 +61,6 @@ def client_for(app: AppT) -> aiokafka.AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # also when compaction removes the first records
         request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
-        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
         check_crcs=conf.broker_check_crcs,
         **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
     )
