@@ -34,6 +34,8 @@ METRIC_INPUT_EVENTS: Final = "slipstream_input_events"
 METRIC_DEAD_LETTERS: Final = "slipstream_dead_letters"
 METRIC_DUPLICATE_EVENTS: Final = "slipstream_duplicate_events"
 METRIC_WORKER_INFO: Final = "slipstream_worker"  # info: prometheus adds _info
+# counter: changelog entries read into the engines when partitions were assigned
+METRIC_CHANGELOG_RESTORED: Final = "slipstream_changelog_entries_restored"
 
 
 def topic_name(namespace: str, base: str) -> str:

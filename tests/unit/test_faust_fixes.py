@@ -173,4 +173,16 @@ def test_the_worker_consumer_fetches_without_the_long_wait() -> None:
         return app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
 
     consumer = asyncio.run(create())
-    assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS
+    # It starts to join the group, and a recovery follows: the short wait first.
+    assert consumer._fetch_max_wait_ms == faust_fixes.RECOVERY_FETCH_MAX_WAIT_MS
+    assert faust_fixes.RECOVERY_FETCH_MAX_WAIT_MS < faust_fixes.FETCH_MAX_WAIT_MS
+
+
+def test_the_fetch_wait_is_set_on_the_running_client() -> None:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=faust_fixes.RECOVERY_FETCH_MAX_WAIT_MS)
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(
+        _consumer=SimpleNamespace(_fetcher=fetcher))))  # fmt: skip
+    faust_fixes.set_fetch_max_wait(app, faust_fixes.FETCH_MAX_WAIT_MS)
+    assert fetcher._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS
+    # Not started yet: nothing to set, and no error.
+    faust_fixes.set_fetch_max_wait(SimpleNamespace(consumer=SimpleNamespace()), 10)

@@ -157,6 +157,7 @@ def run_perf(
             "records": run.records, "slos": run.slos,
             "restart_to_first_event_s": run.restart_to_first_event_s,
             "b1_read_s": run.b1_read_s, "ratio": run.ratio, "worker_rss_mib": run.rss_mib,
+            "restored_entries": run.restored_entries,
         }  # fmt: skip
     finally:
         _cleanup(settings, namespaces, groups)

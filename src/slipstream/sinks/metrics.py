@@ -99,6 +99,12 @@ class WorkerMetrics:
             "Redis flushes that failed (the state is kept and written by the next one).",
             registry=registry,
         )
+        self.restored_entries = Counter(
+            conventions.METRIC_CHANGELOG_RESTORED,
+            "Table changelog entries read into the partition engines when partitions were "
+            "assigned (the state a restart resumes from).",
+            registry=registry,
+        )
         info = Info(conventions.METRIC_WORKER_INFO, "The worker's version.", registry=registry)
         info.info({"version": __version__, "namespace": namespace})
 

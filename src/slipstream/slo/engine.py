@@ -650,6 +650,34 @@ class PartitionEngine:
                 windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
         return True
 
+    def load_entries(self, keys: Sequence[str], values: Sequence[Any]) -> int:
+        """``load_entry`` for each of a run of entries, in changelog order; how many were
+        this partition's. A changelog holds an SLO's buckets one after another: its windows
+        are looked up once per run of them, not once per bucket (the catalogue lookup and
+        the runtime were a third of a restore's time)."""
+        bucket_prefix = f"{self.partition}|b|"
+        used = 0
+        current: tuple[str, str] | None = None
+        windows: WindowCounts | None = None
+        for key, value in zip(keys, values, strict=True):
+            if not key.startswith(bucket_prefix):
+                used += self.load_entry(key, value)
+                continue
+            used += 1
+            parts = key.split("|")
+            if current != (parts[2], parts[3]):
+                current = (parts[2], parts[3])
+                slo = self.catalogue.slo(parts[2], parts[3])
+                windows = None if slo is None else self._runtime(slo).windows
+            if windows is None:
+                continue  # an SLO no longer in the catalogue
+            if value is None:
+                windows.unload(_CODE_RES[parts[4]], int(parts[5]))
+            else:
+                bad, total, offset = value
+                windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
+        return used
+
     def finish_restore(self) -> None:
         """After the last ``load_entry``: deploy order, alert machines, clocks and the
         running sums, and the snapshot each restored SLO shows again."""

@@ -45,6 +45,18 @@ records are still being handed over; a fetch for the others (an idle deploys par
 then sits at the broker for up to 1.5 s while the busy partitions wait behind it. In the
 alert-latency benchmark at half load, messages reached the worker 1.5-2 s after they were
 sent while the worker was busy less than half the time. ``FETCH_MAX_WAIT_MS`` instead.
+While partitions are being assigned and recovered, ``RECOVERY_FETCH_MAX_WAIT_MS``: faust's
+``pause_partitions`` is its own bookkeeping, the client itself is not paused and keeps
+fetching, and the recovery's offset requests (end and start offsets, committed offsets,
+seeks) took ~0.1 s each with 100 ms fetch waits, 0.03-0.04 s with 10 ms: ~0.17 s of a
+2.4 s restart after kill -9 (worker log timestamps), read as each request waiting
+behind a fetch on the same broker connection.
+
+**A fixed second before the group is joined.** faust's ``TableManager`` sleeps 1.0 s as it
+starts, so that tables defined late can still register; the conductor subscribes, and
+the consumer joins its group, only after. The worker defines its one table before the
+app starts (``SloWorker.__init__``), so the sleep is a second of every (re)start for
+nothing: a restart after kill -9 took 1.0 s longer (recovery benchmark, worker log).
 """
 
 from __future__ import annotations
@@ -54,11 +66,13 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
+from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 FETCH_MAX_WAIT_MS = 100  # idle fetches cost the broker ~10 requests/s; nothing waits longer
+RECOVERY_FETCH_MAX_WAIT_MS = 10  # from a rebalance until its recovery is done: see above
 
 # Topics whose delivered messages faust must not drop for being behind its read offset.
 UNFILTERED_TOPICS: set[str] = set()
@@ -129,11 +143,28 @@ def apply(source_topics: Iterable[str] = ()) -> None:
 
     def create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = original_create(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        # Read when the consumer starts, which it does to join the group: a recovery follows.
+        consumer._fetch_max_wait_ms = RECOVERY_FETCH_MAX_WAIT_MS
         return consumer
 
+    async def on_start(self: Any) -> None:
+        # TableManager.on_start without its ``await self.sleep(1.0)``.
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    TableManager.on_start = on_start  # type: ignore[method-assign]
     thread = AIOKafkaConsumerThread
     thread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_consumer.Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     faust_consumer.Consumer._slipstream_fixed = True  # type: ignore[attr-defined]
+
+
+def set_fetch_max_wait(app: Any, ms: int) -> None:
+    """How long the running consumer's next fetches may wait at the broker (the client
+    reads it for each fetch request; an int written from this thread)."""
+    client = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    fetcher = getattr(client, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._fetch_max_wait_ms = ms

@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +112,11 @@ class EngineHost:
     table's store hands each changelog entry to the engine of its partition; once live, an
     engine alone holds its partition's state (the table keeps no copy: ``engine_store``)."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(
+        self, catalogue: Catalogue, on_restored: Callable[[int], None] = lambda entries: None
+    ) -> None:
         self.catalogue = catalogue
+        self.on_restored = on_restored  # entries restored, per partition made live
         self.engines: dict[int, PartitionEngine] = {}
         self.restoring: dict[int, PartitionEngine] = {}
         self.loaded: dict[int, int] = {}  # changelog entries read per restoring partition
@@ -140,6 +143,41 @@ class EngineHost:
         if engine.load_entry(key, value):
             self.loaded[partition] = self.loaded.get(partition, 0) + 1
 
+    def load_entries(self, partition: int, keys: Sequence[Any], values: Sequence[Any]) -> None:
+        """A batch of one partition's entries in changelog order (``changelog_read``): the
+        offset entries here, the rest to the engine in one call (what ``load_entry`` does
+        entry by entry)."""
+        if partition in self.engines:
+            return  # live already: see load_entry
+        offsets_prefix = f"{partition}{OFFSETS_KEY}"
+        engine_keys: list[Any] = []
+        engine_values: list[Any] = []
+        for key, value in zip(keys, values, strict=True):
+            if key.startswith(offsets_prefix):
+                self.load_entry(partition, key, value)
+            else:
+                engine_keys.append(key)
+                engine_values.append(value)
+        if not engine_keys:
+            return
+        engine = self.restoring.get(partition)
+        if engine is None:
+            engine = self.restoring[partition] = PartitionEngine(partition, self.catalogue)
+        used = engine.load_entries(engine_keys, engine_values)
+        if used:
+            self.loaded[partition] = self.loaded.get(partition, 0) + used
+
+    def live(self) -> set[int]:
+        return set(self.engines)
+
+    def forget_restoring(self, partitions: set[int]) -> None:
+        """Drop what was read of these partitions' changelogs (they are read again whole)."""
+        for p in partitions - set(self.engines):
+            self.restoring.pop(p, None)
+            self.loaded.pop(p, None)
+            for key in [k for k in self.restored_offsets if k[0] == p]:
+                del self.restored_offsets[key]
+
     def recovery_completed(self, active: set[int]) -> None:
         for partition in sorted(self.restoring):
             if partition in active:
@@ -160,6 +198,7 @@ class EngineHost:
             loaded = self.loaded.pop(partition, 0)
             if loaded:
                 log.info("partition %d: restored from %d changelog entries", partition, loaded)
+                self.on_restored(loaded)
         return engine
 
     def restored_snapshots(self, partitions: set[int]) -> list[BudgetSnapshot]:
@@ -272,7 +311,7 @@ class SloWorker:
         self.held: dict[tuple[str, int], set[int]] = {}  # offsets held while reading again
         self.ready: set[int] = set()  # owned partitions whose state is restored and shown
         self.codec = AvroCodec()
-        self.host = EngineHost(catalogue)
+        self.host = EngineHost(catalogue, metrics.restored_entries.inc)
         # Where engine_store sends the entries it recovers.
         self.table.changelog_reader = self.host  # type: ignore[attr-defined]
 
@@ -303,6 +342,7 @@ class SloWorker:
 
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
         app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
+        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
         self.table.on_recover(self.on_recovered)
 
@@ -488,6 +528,10 @@ class SloWorker:
         requests = next(t for t, base in self.base_of.items() if base == conventions.REQUESTS_TOPIC)
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == requests}
 
+    async def on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """A rebalance starts: short fetch waits until its recovery is done (faust_fixes)."""
+        faust_fixes.set_fetch_max_wait(self.app, faust_fixes.RECOVERY_FETCH_MAX_WAIT_MS)
+
     async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         """After a rebalance: drop the state of partitions no longer assigned. Not on faust's
         revoke signal: it names every partition (an eager rebalance revokes all before it
@@ -515,6 +559,7 @@ class SloWorker:
             self.redis_sink.add_snapshot(snapshot)
         self.ready = owned
         self.metrics.partitions_ready.set(len(owned))
+        faust_fixes.set_fetch_max_wait(self.app, faust_fixes.FETCH_MAX_WAIT_MS)
 
     async def reposition_after_recovery(self) -> None:
         """Where each source partition is read from once recovery ends. Runs before faust's
