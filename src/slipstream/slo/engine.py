@@ -642,12 +642,7 @@ class PartitionEngine:
             slo = self.catalogue.slo(parts[2], parts[3])
             if slo is None:
                 return True  # an SLO no longer in the catalogue
-            windows = self._runtime(slo).windows
-            if value is None:
-                windows.unload(_CODE_RES[parts[4]], int(parts[5]))
-            else:
-                bad, total, offset = value
-                windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
+            _load_bucket(self._runtime(slo).windows, parts, value)
         return True
 
     def load_entries(self, keys: Sequence[str], values: Sequence[Any]) -> int:
@@ -669,13 +664,8 @@ class PartitionEngine:
                 current = (parts[2], parts[3])
                 slo = self.catalogue.slo(parts[2], parts[3])
                 windows = None if slo is None else self._runtime(slo).windows
-            if windows is None:
-                continue  # an SLO no longer in the catalogue
-            if value is None:
-                windows.unload(_CODE_RES[parts[4]], int(parts[5]))
-            else:
-                bad, total, offset = value
-                windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
+            if windows is not None:  # None: an SLO no longer in the catalogue
+                _load_bucket(windows, parts, value)
         return used
 
     def finish_restore(self) -> None:
@@ -705,3 +695,12 @@ class PartitionEngine:
                 rt.windows.advance(state["clock_ms"])  # running sums from the loaded buckets
                 windows = {w: rt.windows.window(w) for w in rt.windows.windows_ms}
                 rt.latest = self._snapshot(rt, windows)  # what /metrics and Redis show again
+
+
+def _load_bucket(windows: WindowCounts, parts: Sequence[str], value: Any) -> None:
+    """A bucket entry (key split at "|") into the SLO's windows; None is a tombstone."""
+    if value is None:
+        windows.unload(_CODE_RES[parts[4]], int(parts[5]))
+    else:
+        bad, total, offset = value
+        windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
