@@ -35,7 +35,7 @@ from slipstream.connect import check_redis_access, faust_credentials, redis_clie
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.sinks import metrics_server
-from slipstream.sinks.metrics import WorkerMetrics
+from slipstream.sinks.metrics import InputCounts, WorkerMetrics
 from slipstream.sinks.prometheus_collector import SloCollector
 from slipstream.sinks.records import (
     alert_key,
@@ -367,14 +367,16 @@ class SloWorker:
         for tp, records in batch.records.items():
             owned = by_partition.setdefault(tp.partition, [])
             owned += [(tp, record) for record in records]
-        absorbed = 0
+        absorbed, counts = 0, InputCounts()
         for partition, owned in by_partition.items():
             engine: PartitionEngine | None = None
             for tp, record in owned:
-                engine = await self.absorb(batch, tp, record) or engine
+                engine = await self.absorb(batch, tp, record, counts) or engine
                 absorbed += 1
                 if absorbed % YIELD_EVERY == 0:
+                    counts.flush_into(self.metrics)
                     await asyncio.sleep(0)  # nothing here waits: the producer's turn
+            counts.flush_into(self.metrics)
             with event_context(self.event_of(*owned[-1])):
                 self.stall_guard.check()  # a zombie writes nothing
                 if engine is not None:
@@ -448,15 +450,15 @@ class SloWorker:
         committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         return reread_start(high, committed)
 
-    async def absorb(self, batch: SourceBatch, tp: TP, record: Any) -> PartitionEngine | None:
+    async def absorb(
+        self, batch: SourceBatch, tp: TP, record: Any, counts: InputCounts
+    ) -> PartitionEngine | None:
         """Decode, dead-letter or count one record; the engine that counted it, if any."""
         if not await self.in_order(batch, tp, record.offset):
             return None
         metrics = self.metrics
         topic = self.base_of.get(tp.topic, "other")
         value: bytes = record.value or b""
-        metrics.input_messages.labels(topic).inc()
-        metrics.input_bytes.labels(topic).inc(len(value))
         received = now_ms()
         try:
             result = self.ingestor.ingest(topic, tp.partition, value, received)
@@ -473,7 +475,7 @@ class SloWorker:
             await self.dlq[topic].send(key=record.key, value=dead.value, headers=headers)
             metrics.dead_letters.labels(topic, dead.reason).inc()
         accepted = result.accepted
-        metrics.count_input(topic, accepted, result.duplicates)
+        counts.add(topic, len(value), accepted, result.duplicates)
         if not accepted:
             return None
         engine = self.host.engine(tp.partition)
