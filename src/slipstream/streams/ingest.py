@@ -87,6 +87,42 @@ class Ingested:
             engine.absorb_deploy(deploy)
 
 
+class MessageRun:
+    """Consecutive messages of one partition counted as one: their requests go to the engine
+    in one ``begin`` + ``absorb_many`` (runs per SLO and 100 ms of event time then span
+    messages; each SLO still sees its events in order, as one by one). Only messages of
+    plain requests whose offset lies above the engine's ``newest_offset`` join: new to
+    every bucket, the offset guard refuses none of them, and the buckets' recorded offset
+    (the run's last) still covers every message that counted into them. Any other message
+    (a replay, a deploy, a tallied batch) closes the run and is counted alone, in order."""
+
+    def __init__(self, engine: PartitionEngine) -> None:
+        self.engine = engine
+        self.requests: list[Request] = []
+        self.offset = -1  # of the last message joined
+
+    def absorb(self, result: Ingested, offset: int) -> None:
+        """Count the message at source ``offset``: into the run, or alone after it."""
+        if (
+            result.requests
+            and result.tally is None
+            and not result.deploys
+            and offset > self.engine.newest_offset
+        ):
+            self.requests += result.requests
+            self.offset = offset
+            return
+        self.close()
+        result.absorb_into(self.engine, offset)
+
+    def close(self) -> None:
+        """Count what the run holds (before the engine's ``end``)."""
+        if self.requests:
+            self.engine.begin(self.offset)
+            self.engine.absorb_many(self.requests)
+            self.requests = []
+
+
 class Ingestor:
     """Decodes and validates; keeps per-partition stream time and a bounded dedup window.
 

@@ -51,7 +51,7 @@ from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
 from slipstream.streams import batch_drain, engine_store, faust_fixes
 from slipstream.streams.batch_drain import SourceBatch
-from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
+from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor, MessageRun
 from slipstream.streams.stall_guard import StallGuard
 from slipstream.streams.topics import ensure_topics
 
@@ -361,26 +361,35 @@ class SloWorker:
             os._exit(EXIT_BATCH_FAILED)
 
     async def handle_batch(self, batch: SourceBatch) -> None:
-        """Absorb a micro-batch record by record, then close each partition's engine
-        once: one table write per touched bucket per batch, not per event."""
+        """Absorb a micro-batch record by record (consecutive single-request messages as
+        one: ``MessageRun``), then close each partition's engine once: one table write per
+        touched bucket per batch, not per event."""
         by_partition: dict[int, list[tuple[TP, Any]]] = {}
         for tp, records in batch.records.items():
             owned = by_partition.setdefault(tp.partition, [])
             owned += [(tp, record) for record in records]
         absorbed, counts = 0, InputCounts()
         for partition, owned in by_partition.items():
-            engine: PartitionEngine | None = None
+            run: MessageRun | None = None
             for tp, record in owned:
-                engine = await self.absorb(batch, tp, record, counts) or engine
+                result = await self.ingest(batch, tp, record, counts)
+                if result is not None:
+                    if run is None:
+                        run = MessageRun(self.host.engine(partition))
+                    run.absorb(result, record.offset)
+                    for deploy in result.deploys:
+                        self.state.add_deploy(deploy)
                 absorbed += 1
                 if absorbed % YIELD_EVERY == 0:
                     counts.flush_into(self.metrics)
                     await asyncio.sleep(0)  # nothing here waits: the producer's turn
             counts.flush_into(self.metrics)
+            if run is not None:
+                run.close()
             with event_context(self.event_of(*owned[-1])):
                 self.stall_guard.check()  # a zombie writes nothing
-                if engine is not None:
-                    await self.apply(engine.end())
+                if run is not None:
+                    await self.apply(run.engine.end())
                 self.save_offsets(partition, {tp.topic for tp, _ in owned})
             # The partition's writes handed to the client before going on: the producer's
             # buffer moves about one message per turn of the loop, and the client sends in
@@ -450,10 +459,11 @@ class SloWorker:
         committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         return reread_start(high, committed)
 
-    async def absorb(
+    async def ingest(
         self, batch: SourceBatch, tp: TP, record: Any, counts: InputCounts
-    ) -> PartitionEngine | None:
-        """Decode, dead-letter or count one record; the engine that counted it, if any."""
+    ) -> Ingested | None:
+        """Decode and check one record, dead-letter what fails; what it holds to count (None:
+        nothing, or the record is held)."""
         if not await self.in_order(batch, tp, record.offset):
             return None
         metrics = self.metrics
@@ -476,13 +486,7 @@ class SloWorker:
             metrics.dead_letters.labels(topic, dead.reason).inc()
         accepted = result.accepted
         counts.add(topic, len(value), accepted, result.duplicates)
-        if not accepted:
-            return None
-        engine = self.host.engine(tp.partition)
-        result.absorb_into(engine, record.offset)
-        for deploy in result.deploys:
-            self.state.add_deploy(deploy)
-        return engine
+        return result if accepted else None
 
     async def apply(self, result: MessageResult) -> None:
         table = self.table
