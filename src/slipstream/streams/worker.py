@@ -314,6 +314,7 @@ class SloWorker:
         # The highest source offset absorbed per (topic, partition) in this process's life.
         self.high_offset: dict[tuple[str, int], int] = {}
         self.held: dict[tuple[str, int], set[int]] = {}  # offsets held while reading again
+        self.reread: dict[TP, int] = {}  # where to seek a partition to before going on
         self.ready: set[int] = set()  # owned partitions whose state is restored and shown
         self.codec = AvroCodec()
         self.host = EngineHost(catalogue, metrics.restored_entries.inc)
@@ -372,17 +373,27 @@ class SloWorker:
         for partition, owned in by_partition.items():
             run: MessageRun | None = None
             for tp, record in owned:
-                result = await self.ingest(batch, tp, record, counts)
-                if result is not None:
-                    if run is None:
-                        run = MessageRun(self.host.engine(partition))
-                    run.absorb(result, record.offset)
-                    for deploy in result.deploys:
-                        self.state.add_deploy(deploy)
                 absorbed += 1
                 if absorbed % YIELD_EVERY == 0:
                     counts.flush_into(self.metrics)
                     await asyncio.sleep(0)  # nothing here waits: the producer's turn
+                if not self.in_order(batch, tp, record.offset):
+                    if self.reread:
+                        # seek_wait runs in the consumer's thread; faust's seek() touches
+                        # the client from this one, and the fetcher may never notice.
+                        reread, self.reread = self.reread, {}
+                        await self.app.consumer.seek_wait(reread)
+                    continue
+                received = now_ms()
+                result = self.ingest(tp, record, received, counts)
+                if result.dead:
+                    await self.dead_letter(tp, record, result.dead, received)
+                if result.accepted:
+                    if run is None:
+                        run = MessageRun(self.host.engine(partition), self.ingestor.slis)
+                    run.absorb(result, record.offset)
+                    for deploy in result.deploys:
+                        self.state.add_deploy(deploy)
             counts.flush_into(self.metrics)
             if run is not None:
                 run.close()
@@ -411,7 +422,7 @@ class SloWorker:
             if high is not None:
                 self.table[offsets_key(partition, self.base_of.get(topic, topic))] = high
 
-    async def in_order(self, batch: SourceBatch, tp: TP, offset: int) -> bool:
+    def in_order(self, batch: SourceBatch, tp: TP, offset: int) -> bool:
         """False for a record that arrived beyond the next offset of its partition: the
         client skipped some (faust does, around a restart's seek to the committed offsets),
         and absorbing this one first would make the offset guard drop them when they come.
@@ -441,9 +452,7 @@ class SloWorker:
                     log.warning("%s[%d]: offset %d arrived after %d; reading again from %d",
                                 topic, partition, offset, high, start)  # fmt: skip
                     self.metrics.offset_jumps.labels(self.base_of.get(topic, "other")).inc()
-                    # seek_wait runs in the consumer's thread; faust's seek() touches the
-                    # client from this one, and the fetcher may never notice.
-                    await self.app.consumer.seek_wait({tp: start})
+                    self.reread[tp] = start  # handle_batch seeks there before going on
                 return False
         if high is None or offset > high:
             self.high_offset[key] = offset
@@ -459,34 +468,29 @@ class SloWorker:
         committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         return reread_start(high, committed)
 
-    async def ingest(
-        self, batch: SourceBatch, tp: TP, record: Any, counts: InputCounts
-    ) -> Ingested | None:
-        """Decode and check one record, dead-letter what fails; what it holds to count (None:
-        nothing, or the record is held)."""
-        if not await self.in_order(batch, tp, record.offset):
-            return None
-        metrics = self.metrics
+    def ingest(self, tp: TP, record: Any, received: int, counts: InputCounts) -> Ingested:
+        """Decode and check one record (received at ``received`` ms)."""
         topic = self.base_of.get(tp.topic, "other")
         value: bytes = record.value or b""
-        received = now_ms()
         try:
-            result = self.ingestor.ingest(topic, tp.partition, value, received)
+            result = self.ingestor.ingest(topic, tp.partition, value, received, light=True)
         except Exception as exc:
             # A bug of ours must neither stop the stream nor skip the event unseen.
             log.exception("ingest failed at %s[%d]@%d", tp.topic, tp.partition, record.offset)
             result = Ingested(
                 dead=[DeadLetter(value, type(exc).__name__, "internal-error", str(exc))]
             )
-        for dead in result.dead:
-            headers = dead.headers(tp.topic, tp.partition, record.offset, received)
+        counts.add(topic, len(value), result.accepted, result.duplicates)
+        return result
+
+    async def dead_letter(self, tp: TP, record: Any, dead: list[DeadLetter], received: int) -> None:
+        topic = self.base_of.get(tp.topic, "other")
+        for letter in dead:
+            headers = letter.headers(tp.topic, tp.partition, record.offset, received)
             # Sent before the source offset is committed (faust flushes its producer before
             # it commits), so a dead letter is never lost.
-            await self.dlq[topic].send(key=record.key, value=dead.value, headers=headers)
-            metrics.dead_letters.labels(topic, dead.reason).inc()
-        accepted = result.accepted
-        counts.add(topic, len(value), accepted, result.duplicates)
-        return result if accepted else None
+            await self.dlq[topic].send(key=record.key, value=letter.value, headers=headers)
+            self.metrics.dead_letters.labels(topic, letter.reason).inc()
 
     async def apply(self, result: MessageResult) -> None:
         table = self.table
