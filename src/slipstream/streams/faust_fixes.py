@@ -30,6 +30,10 @@ a gap in their offsets is always this artefact: it is not recorded, and duplicat
 dropped before faust looks for the run to commit. A real gap of one offset (a
 transaction marker) still commits, as faust allows one at the head of the run.
 
+Since ``batch_drain``, the worker's source-topic records no longer pass faust's drain
+loop, where this fix and the next (read offsets) act: the batch path records no gap and
+drops no re-read copy by construction. Both stay for what does pass that loop.
+
 **Re-read messages dropped after a seek.** faust drops every delivered message whose
 offset is below the highest one it has handed over on that partition (its "read
 offset"). When the worker seeks a source partition back after an offset jump, messages
