@@ -97,22 +97,28 @@ def binomial_upper_tail(k: int, n: int, p: float) -> float:
         return 0.0
     if p >= 1.0:
         return 1.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    log_n = math.lgamma(n + 1)
-
-    def term(i: int) -> float:
-        return math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
-                        + (n - i) * log_q)  # fmt: skip
-
     upper = k > n * p  # the tail lies beyond the mode: sum it; else sum the other side
+    i = k if upper else k - 1
+    # The first term from the log-pmf, the rest by the ratio of neighbouring terms (a
+    # product per term instead of three lgammas: the benchmark calls this millions of times).
+    t = math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                 + i * math.log(p) + (n - i) * math.log1p(-p))  # fmt: skip
+    odds = p / (1.0 - p)
     total = 0.0
-    i, stop, step = (k, n + 1, 1) if upper else (k - 1, -1, -1)
-    while i != stop:
-        t = term(i)
+    while True:
         total += t
-        if t < total * 1e-15:
+        if upper:
+            if i == n:
+                break
+            t *= (n - i) / (i + 1) * odds
+            i += 1
+        else:
+            if i == 0:
+                break
+            t *= i / ((n - i + 1) * odds)
+            i -= 1
+        if t <= total * 1e-15:  # negligible (or underflowed: the rest is smaller still)
             break
-        i += step
     return min(total, 1.0) if upper else max(0.0, 1.0 - total)
 
 

@@ -18,6 +18,7 @@ from slipstream.slo.correlation import (
     ALPHA,
     CHANGE_PRIOR,
     MIN_BAD_EVENTS,
+    MIN_DEGRADED_BAD,
     Verdict,
     VersionSplitTest,
     bayes_factor_bound,
@@ -45,13 +46,29 @@ BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
 LONG_BEFORE_MS: Final = 6 * 3_600_000  # ... or six hours for a service that rarely fails
 RECENT_MS: Final = 10 * 60_000  # "still failing": the last ten minutes of "after"
 JUDGE_HORIZON_MS: Final = 2 * 3_600_000  # a deploy is judged for two hours after its start
-BEFORE_AFTER_DECIDE_MS: Final = 3_600_000  # "after" is at most the hour after the change
+# "After" is at most this long: a delayed rise may need to outlast PERSISTED_MS in it.
+BEFORE_AFTER_DECIDE_MS: Final = 90 * 60_000
 OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confounds "after"
 MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after the switch is not immediate
 CONTROL_POWER_BAD: Final = 3.0  # expected bad events of the controls that would show a rise
+# A control "watches" when a shared cause that made it fail as many times more often as the
+# SLO now does (at most WATCH_RATIO_CAP times: a shared cause need not hit all alike) would
+# have added WATCH_EXCESS_BAD bad events to what it expects since the rise, and it expects
+# one at least. An external incident hits some services and not others, so a delayed rise
+# is the change's only when many watching controls stayed calm (an incident that hits a
+# quarter of the services misses four of them a third of the time) ...
+WATCH_EXCESS_BAD: Final = 8.0
+WATCH_RATIO_CAP: Final = 10.0
+MIN_WATCHING_CONTROLS: Final = 6
+# ... or when it outlasted what an incident that ends by itself mostly lasts (it has gone on
+# this long before the last ten minutes, which must still show it) ...
+PERSISTED_MS: Final = 30 * 60_000
+# ... or when it ended with the change's rollback (judged over these minutes after it).
+RECOVERY_MS: Final = 5 * 60_000
+ROLLBACK_TAKES_MS: Final = 60_000
 
 
 @dataclass(frozen=True)
@@ -214,8 +231,8 @@ class DeployTracker:
         burn_rate_1h: float = 0.0,
         callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
         | None = None,
-    ) -> Impact | None:
-        """Close the SLO's tick for the service's newest deploy; return a changed verdict.
+    ) -> list[Impact]:
+        """Close the SLO's tick for the service's newest deploy; return changed verdicts.
 
         While both versions serve, the version split judges. A deploy that never splits
         traffic (blue-green, config, a service without version tags), or whose split ended
@@ -224,11 +241,50 @@ class DeployTracker:
         then: finding them costs a pass over the partition's SLOs). ``callee_changes``, asked
         for likewise: (service, start, verdict, counts) of the deploys of the services this
         one calls.
+
+        The deploy before the newest one is judged a few minutes more while it is under
+        suspicion: a rise that ends when the service changes again points at it.
         """
         # The tick that just closed is [clock - 10 s, clock).
         tracked = self.latest(service, clock_ms - 1)
         if tracked is None:
+            return []
+        args = (slo, clock_ms, period_total, error_budget, windows, controls, burn_rate_1h,
+                callee_changes)  # fmt: skip
+        impacts = []
+        superseded = self._superseded(service, tracked, slo, clock_ms)
+        if superseded is not None:
+            impacts.append(self._judge(superseded, *args, stopped_ms=tracked.started_ms))
+        impacts.append(self._judge(tracked, *args))
+        return [i for i in impacts if i is not None]
+
+    def _superseded(
+        self, service: str, newest: TrackedDeploy, slo: str, clock_ms: int
+    ) -> TrackedDeploy | None:
+        """The deploy ``newest`` replaced, while its recovery may still show."""
+        if clock_ms - newest.started_ms > RECOVERY_MS + FINE_MS:
             return None
+        ids = self.by_service.get(service, [])
+        at = ids.index(newest.deploy.deploy_id)
+        before = self.deploys[ids[at - 1]] if at > 0 else None
+        return before if before is not None and before.verdicts.get(slo) == "SUSPECTED" else None
+
+    def _judge(
+        self,
+        tracked: TrackedDeploy,
+        slo: str,
+        clock_ms: int,
+        period_total: int,
+        error_budget: float,
+        windows: WindowCounts | None,
+        controls: Callable[[], Mapping[str, WindowCounts]] | None,
+        burn_rate_1h: float,
+        callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
+        | None,
+        stopped_ms: int | None = None,
+    ) -> Impact | None:
+        """One deploy's verdict on one SLO at ``clock_ms`` (see ``evaluate``); ``stopped_ms``:
+        when the next change of the service replaced it."""
         tick = tracked.ticks.pop(slo, None)
         if clock_ms - tracked.started_ms > JUDGE_HORIZON_MS:
             return None  # long after the change, other causes dominate: stay as decided
@@ -261,7 +317,7 @@ class DeployTracker:
                     (callee_changes() if callee_changes else ())
                 )  # fmt: skip
                 judged, extra = self._before_after(
-                    tracked, slo, windows, post_from, clock_ms, callee, controls or dict
+                    tracked, slo, windows, post_from, clock_ms, callee, controls or dict, stopped_ms
                 )
                 if callee:
                     extra["note"] = "a called service changed too"
@@ -295,14 +351,14 @@ class DeployTracker:
         it stayed steady with the power to have shown a doubling, nor when it surely fails
         less often than the rise (a call cannot fail the caller more often than it fails
         itself)."""
-        if counts is None:
-            return True
-        start = tracked.started_ms // FINE_MS * FINE_MS
         own_pre = tracked.before.get(slo) or [0, 0]
         lo = -(-post_from // FINE_MS) * FINE_MS
         own_rise = _rise_from(windows, (own_pre[0], own_pre[1]), lo, to) if to > lo else lo
         if callee_started > own_rise + 60_000:
             return False  # the caller was failing before the callee changed
+        if counts is None:
+            return True
+        start = tracked.started_ms // FINE_MS * FINE_MS
         # Compared over the rise itself: "after" diluted by calm minutes hides its size.
         since = -(-max(own_rise, callee_started, post_from) // FINE_MS) * FINE_MS
         pre = kept_counts(tracked.before, f"callee:{callee}", counts, start - BEFORE_MS, start)
@@ -368,13 +424,22 @@ class DeployTracker:
         clock_ms: int,
         explained: bool,
         find_controls: Callable[[], Mapping[str, WindowCounts]],
+        stopped_ms: int | None = None,
     ) -> tuple[Verdict, dict[str, Any]]:
         start = tracked.started_ms // FINE_MS * FINE_MS
         post_from = -(-post_from_ms // FINE_MS) * FINE_MS
         post_to = min(clock_ms, post_from + BEFORE_AFTER_DECIDE_MS)
-        if tracked.deploy.phase == "rolled_back" and tracked.ended_ms is not None:
-            post_to = min(post_to, tracked.ended_ms // FINE_MS * FINE_MS)
-        if post_to - post_from < MIN_AFTER_MS or clock_ms > post_to + FINE_MS:
+        # When the change stopped serving: its rollback (its own time: ``ended_ms`` is when
+        # the split ended, for a change that went to everyone at once its start), or the
+        # next change of the service.
+        if tracked.deploy.phase == "rolled_back":
+            stopped_ms = tracked.deploy.timestamp_ms
+        rolled_back = None if stopped_ms is None else stopped_ms // FINE_MS * FINE_MS
+        if rolled_back is not None:
+            post_to = min(post_to, rolled_back)
+        # Judged while "after" grows, and for a stopped change until its recovery shows.
+        last_look = post_to if rolled_back is None else rolled_back + RECOVERY_MS
+        if post_to - post_from < MIN_AFTER_MS or clock_ms > last_look + FINE_MS:
             return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
         before = tracked.before
 
@@ -455,10 +520,11 @@ class DeployTracker:
         shared = [s for s in shifts if s.shared]
         factor = max((s.factor for s in shared), default=1.0)
         watched = _control_power(pres, afters[rise_from])
-        evidence["controls"] = {"usable": shifts[0].usable,
-                                "degraded": max(s.degraded for s in shifts),
-                                "rise": factor, "rise_from_ms": rise_from,
-                                "expected_bad_since_rise": watched}  # fmt: skip
+        seen_by_controls: dict[str, Any] = {"usable": shifts[0].usable,
+                                            "degraded": max(s.degraded for s in shifts),
+                                            "rise": factor, "rise_from_ms": rise_from,
+                                            "expected_bad_since_rise": watched}  # fmt: skip
+        evidence["controls"] = seen_by_controls
         min_ratio = 2.0 if rising else 1.5
         if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
@@ -467,12 +533,43 @@ class DeployTracker:
             ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
         harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
-        # A rise that began minutes after the change may be the change (a delayed onset)
-        # or something that hit many services at once: only controls that could have shown
-        # it tell which, so wait until they have seen enough since the rise.
-        if harmful and rise_from - switched >= DELAYED_RISE_MS and watched < CONTROL_POWER_BAD:
+        # A rise that ramps up from the switch (a gradual onset) has its most likely step
+        # minutes later, but the minutes before that step already fail more than before.
+        early = _shrunk(windows.fine_range(switched, rose_at), phi)
+        early_ratio, p_early = rate_rose(pre, early)
+        ramping = early[0] >= MIN_DEGRADED_BAD and early_ratio >= 1.5 and p_early <= ALPHA
+        delayed = rose_at - switched >= DELAYED_RISE_MS and not ramping
+        evidence["onset"] = "ramp" if ramping else "delayed" if delayed else "at the switch"
+        # "After" starts past a code change's warm-up: an immediate rise is seen only from
+        # then, and controls must have had the chance to show it too.
+        late_view = rise_from - switched >= DELAYED_RISE_MS
+        if harmful and not delayed and late_view and watched < CONTROL_POWER_BAD:
             return Verdict("SUSPECTED", 0.5), evidence | {"note": "waiting for controls"}
-        if harmful and rose_at - switched >= DELAYED_RISE_MS:
+        if harmful and delayed:
+            # A rise that began minutes after the switch is the change's (a delayed onset) or
+            # an incident that hit services around it: see MIN_WATCHING_CONTROLS.
+            since_rise = _shrunk(windows.fine_range(rise_from, post_to), phi)
+            own_rise = rate_rose(pre, since_rise)[0]
+            watching = _watching_controls(pres, afters[rise_from], own_rise)
+            # Lasted: elevated all along, not just a fluke of a few events lately.
+            middle = _shrunk(windows.fine_range(rise_from, recent_from), phi)
+            middle_ratio, p_middle = rate_rose(pre, middle, factor)
+            lasted = (
+                recent_from - rise_from >= PERSISTED_MS
+                and recent[0] >= MIN_DEGRADED_BAD
+                and middle_ratio / factor >= min_ratio
+                and p_middle <= PERSIST_ALPHA
+            )
+            recovered = rolled_back is not None and _recovered_at_rollback(
+                windows, pre, rise_from, rolled_back, clock_ms, phi
+            )
+            seen_by_controls["watching"] = watching
+            if watching < MIN_WATCHING_CONTROLS and not (lasted or recovered):
+                note = "waiting for controls, for the rise to last, or for a rollback"
+                return Verdict("SUSPECTED", 0.5), evidence | {"note": note}
+            if recovered:
+                evidence["recovered_at_rollback"] = True
+        if harmful and delayed:
             # A rise that began after the switch may be a burst of a few minutes that happened
             # to follow it: the change's own harm outlasts its worst few minutes.
             rest = _shrunk(_beyond_burst(windows, rise_from, post_to), phi)
@@ -657,6 +754,40 @@ def _control_power(
     return sum(expected[:-1])
 
 
+def _watching_controls(
+    pres: Mapping[str, tuple[int, int]], since_rise: Mapping[str, tuple[int, int]], rise: float
+) -> int:
+    """Controls that would have shown a shared cause that hit them as hard as the SLO was
+    hit, since its rise (see ``WATCH_EXCESS_BAD``)."""
+    extra = min(rise, WATCH_RATIO_CAP) - 1.0
+    watching = 0
+    for key, pre in pres.items():
+        expected = pre[0] / pre[1] * since_rise[key][1] if pre[1] >= 100 else 0.0
+        watching += expected >= 1.0 and expected * extra >= WATCH_EXCESS_BAD
+    return watching
+
+
+def _recovered_at_rollback(
+    windows: WindowCounts,
+    pre: tuple[int, int],
+    rise_from: int,
+    rolled_back: int,
+    clock_ms: int,
+    phi: float,
+) -> bool:
+    """Did the rise end with the rollback? The minutes after it (once it took effect) fail
+    surely less than the rise did, and not surely more than before the change: an incident
+    that happened to end just then is a coincidence this test accepts."""
+    lo, hi = rolled_back + ROLLBACK_TAKES_MS, rolled_back + RECOVERY_MS
+    if clock_ms < hi or rise_from >= rolled_back:
+        return False
+    during = _shrunk(windows.fine_range(rise_from, rolled_back), phi)
+    after = _shrunk(windows.fine_range(lo, hi), phi)
+    drop, p_drop = rate_rose(after, during)
+    back, p_back = rate_rose(pre, after)
+    return drop >= 2.0 and p_drop <= PERSIST_ALPHA and not (back >= 1.5 and p_back <= 0.05)
+
+
 def _rise_from(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int) -> int:
     """Where, minute by minute in [lo, hi), the SLO's bad rate most likely rose above
     ``pre``'s."""
@@ -674,8 +805,8 @@ def _beyond_burst(windows: WindowCounts, lo: int, hi: int) -> tuple[int, int]:
     it is taken out."""
     steps = [windows.fine_range(t, t + FINE_MS) for t in range(lo, hi, FINE_MS)]
     span = BURST_MS // FINE_MS
-    if len(steps) <= span:
-        return 0, 0
+    if len(steps) < 2 * span:
+        return 0, 0  # what is left must be as long as the burst taken out
     bad, total = _summed_counts(steps)
     window = burst = sum(b for b, _ in steps[:span])
     worst = 0

@@ -324,7 +324,7 @@ class PartitionEngine:
         observed = clock - (rt.first_clock_ms if rt.first_clock_ms is not None else clock)
         transition = rt.machine.evaluate(slo, clock, windows, observed)
         callees = self.catalogue.services[slo.service].depends_on
-        impact = self.deploys.evaluate(
+        impacts = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
             rt.windows, lambda: self._control_windows(slo),
             burn_rate(*windows[3_600_000], slo.error_budget),
@@ -332,8 +332,7 @@ class PartitionEngine:
                       self._windows_of(service))
                      for service in callees for t in self.deploys.of_service(service)],
         )  # fmt: skip
-        if impact is not None:
-            self._result.impacts.append(impact)
+        self._result.impacts.extend(impacts)
         self._track_episode(rt, clock, windows[slo.period_ms][1])
         self._apply_policy(rt, clock, windows)
         snapshot = self._snapshot(rt, windows)
