@@ -5,6 +5,7 @@ changelog write."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
@@ -186,3 +187,46 @@ def test_the_fetch_wait_is_set_on_the_running_client() -> None:
     assert fetcher._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS
     # Not started yet: nothing to set, and no error.
     faust_fixes.set_fetch_max_wait(SimpleNamespace(consumer=SimpleNamespace()), 10)
+
+
+class ExitedError(Exception):
+    pass
+
+
+def _commit_with(thread_commit: Any, monkeypatch: Any) -> Any:
+    """faust's commit through a consumer thread whose commit is ``thread_commit``."""
+    faust_fixes.apply()
+    monkeypatch.setattr(faust_fixes, "COMMIT_STUCK_S", 0.05)
+
+    def exit_(code: int) -> None:
+        raise ExitedError(code)
+
+    monkeypatch.setattr(os, "_exit", exit_)
+    consumer: Any = SimpleNamespace(_thread=SimpleNamespace(commit=thread_commit))
+    return asyncio.run(faust_consumer.ThreadDelegateConsumer._commit(consumer, {TOPIC: 5}))
+
+
+def test_a_commit_that_never_returns_makes_the_worker_exit_to_be_restarted(
+    monkeypatch: Any,
+) -> None:
+    async def wedged(offsets: Any) -> bool:
+        await asyncio.Event().wait()  # the consumer thread never answers
+        return True
+
+    try:
+        _commit_with(wedged, monkeypatch)
+    except ExitedError as exited:
+        assert exited.args == (faust_fixes.EXIT_COMMIT_STUCK,)
+    else:
+        raise AssertionError("a wedged commit did not make the worker exit")
+
+
+def test_a_commit_that_returns_goes_through(monkeypatch: Any) -> None:
+    committed: list[Any] = []
+
+    async def answers(offsets: Any) -> bool:
+        committed.append(offsets)
+        return True
+
+    assert _commit_with(answers, monkeypatch) is True
+    assert committed == [{TOPIC: 5}]

@@ -1,7 +1,8 @@
 """F: faust-streaming itself, an agent that does nothing with what it takes.
 
-Not one of PERFORMANCE.md's rungs, but the one that explains P: the worker is a faust
-app, so it cannot consume messages faster than faust hands them over. Run as
+Not one of PERFORMANCE.md's rungs: faust's own per-message path, which capped the
+worker at this rate until its source topics were taken past it (``batch_drain``); kept
+as the figure that change is measured against. Run as
 ``python -m slipstream.bench.faust_floor TOPIC MESSAGES`` (its own process, like the
 worker, with the same event loop and micro-batch settings); prints one JSON line.
 """

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from slipstream import conventions
 from slipstream.bench.load import SDK_LINGER_MS, bench_catalogue, events, sdk_batches
 from slipstream.schemas.codec import AvroCodec
-from slipstream.sinks.metrics import WorkerMetrics
+from slipstream.sinks.metrics import InputCounts, WorkerMetrics
 from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue, parse_catalogue
 from slipstream.slo.engine import PartitionEngine
@@ -131,18 +131,17 @@ class _Worker:
         self.state = InMemoryStateSink()
         self.table: dict[str, Any] = {}
         self.dead = 0
+        self.counts = InputCounts()
 
     def absorb(self, m: Message, received: int) -> PartitionEngine | None:
         metrics = self.metrics
-        metrics.input_messages.labels(TOPIC).inc()
-        metrics.input_bytes.labels(TOPIC).inc(len(m.value))
         result = self.ingestor.ingest(TOPIC, m.partition, m.value, received)
         for dead in result.dead:
             dead.headers(TOPIC, m.partition, m.offset, received)
             metrics.dead_letters.labels(TOPIC, dead.reason).inc()
             self.dead += 1
         accepted = result.accepted
-        metrics.count_input(TOPIC, accepted, result.duplicates)
+        self.counts.add(TOPIC, len(m.value), accepted, result.duplicates)
         if not accepted:
             return None
         engine = self.engines.get(m.partition)
@@ -152,6 +151,7 @@ class _Worker:
         return engine
 
     def close(self, engine: PartitionEngine) -> None:
+        self.counts.flush_into(self.metrics)
         result = engine.end()
         for key in result.deletes:
             self.table.pop(key, None)

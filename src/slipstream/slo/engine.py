@@ -153,6 +153,10 @@ class PartitionEngine:
         self.watermark_ms: int | None = None
         self._idle_clock_ms = 0
         self._offset = -1
+        # The highest source offset any bucket may hold (a bound: buckets hold no higher
+        # one). A message above it is new to every bucket, so the offset guard refuses
+        # none of its events and several such messages may be counted as one.
+        self.newest_offset = -1
         # Buckets changed since the last end() (written then), and those the current
         # message already counted into (the offset guard must not refuse its second event).
         self._touched: set[tuple[str, str, int, int]] = set()
@@ -257,6 +261,7 @@ class PartitionEngine:
     def _absorb_counts(self, slo: Slo, version: str | None, ts: int, bad: int, total: int) -> None:
         if self.watermark_ms is None or ts > self.watermark_ms:
             self.watermark_ms = ts
+        self.newest_offset = max(self.newest_offset, self._offset)
         rt = self._runtime(slo)
         boundary = ts // FINE_MS * FINE_MS
         if rt.clock_ms is None or boundary > rt.clock_ms:
@@ -642,6 +647,8 @@ class PartitionEngine:
             if slo is None:
                 return True  # an SLO no longer in the catalogue
             _load_bucket(self._runtime(slo).windows, parts, value)
+            if value is not None and value[2] > self.newest_offset:
+                self.newest_offset = value[2]
         return True
 
     def load_entries(self, keys: Sequence[str], values: Sequence[Any]) -> int:
@@ -653,6 +660,7 @@ class PartitionEngine:
         used = 0
         current: tuple[str, str] | None = None
         windows: WindowCounts | None = None
+        newest = self.newest_offset
         for key, value in zip(keys, values, strict=True):
             if not key.startswith(bucket_prefix):
                 used += self.load_entry(key, value)
@@ -665,6 +673,9 @@ class PartitionEngine:
                 windows = None if slo is None else self._runtime(slo).windows
             if windows is not None:  # None: an SLO no longer in the catalogue
                 _load_bucket(windows, parts, value)
+                if value is not None and value[2] > newest:
+                    newest = value[2]
+        self.newest_offset = newest
         return used
 
     def finish_restore(self) -> None:

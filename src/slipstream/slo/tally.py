@@ -51,6 +51,10 @@ def catalogue_slis(catalogue: Catalogue) -> dict[str, ServiceSlis]:
     return {name: service_slis(s.slos) for name, s in catalogue.services.items() if s.slos}
 
 
+# ``Tally.add``'s arguments: service, version, event time ms, status code, latency ms.
+TallyEvent = tuple[str, str | None, int, int, float]
+
+
 @dataclass
 class Run:
     """Events of one service in one ``FAST_MS`` step: per version, [total, bad per SLO]."""

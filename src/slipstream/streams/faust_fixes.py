@@ -30,6 +30,10 @@ a gap in their offsets is always this artefact: it is not recorded, and duplicat
 dropped before faust looks for the run to commit. A real gap of one offset (a
 transaction marker) still commits, as faust allows one at the head of the run.
 
+Since ``batch_drain``, the worker's source-topic records no longer pass faust's drain
+loop, where this fix and the next (read offsets) act: the batch path records no gap and
+drops no re-read copy by construction. Both stay for what does pass that loop.
+
 **Re-read messages dropped after a seek.** faust drops every delivered message whose
 offset is below the highest one it has handed over on that partition (its "read
 offset"). When the worker seeks a source partition back after an offset jump, messages
@@ -57,20 +61,37 @@ starts, so that tables defined late can still register; the conductor subscribes
 the consumer joins its group, only after. The worker defines its one table before the
 app starts (``SloWorker.__init__``), so the sleep is a second of every (re)start for
 nothing: a restart after kill -9 took 1.0 s longer (recovery benchmark, worker log).
+
+**A commit that never returns.** faust commits through its consumer thread. When the
+broker was killed while the worker was busy, in 2 runs of 7 of the broker fault test, that
+thread never came back: no coordinator found again after the broker returned, no
+heartbeat, the commit awaited for ever, and nothing was counted or committed from then
+on (worker log: faust's own "Task timed out" after 300 s, then silence). A commit that
+has not returned in ``COMMIT_STUCK_S`` makes the worker exit, unacknowledged, like a
+stall (``stall_guard``): its service manager restarts it, it recovers its state from the
+changelog and reads again from the committed offsets, which its offset guard dedups.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+log = logging.getLogger(__name__)
+
+# Longer than a commit that rides out a broker restart (the client's 40 s request timeout,
+# a coordinator found again): past it, the consumer thread is wedged. See above.
+COMMIT_STUCK_S = 180.0
+EXIT_COMMIT_STUCK = 75  # EX_TEMPFAIL, as stall_guard: restart me
 FETCH_MAX_WAIT_MS = 100  # idle fetches cost the broker ~10 requests/s; nothing waits longer
 RECOVERY_FETCH_MAX_WAIT_MS = 10  # from a rebalance until its recovery is done: see above
 
@@ -153,12 +174,35 @@ def apply(source_topics: Iterable[str] = ()) -> None:
             await self._update_channels()
             await self.recovery.start()
 
+    _guard_commits()
     TableManager.on_start = on_start  # type: ignore[method-assign]
     thread = AIOKafkaConsumerThread
     thread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_consumer.Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     faust_consumer.Consumer._slipstream_fixed = True  # type: ignore[attr-defined]
+
+
+def _guard_commits() -> None:
+    """A commit that has not returned in ``COMMIT_STUCK_S`` exits the worker (see above)."""
+    original_commit = faust_consumer.ThreadDelegateConsumer._commit
+
+    async def _commit(self: Any, offsets: Any) -> bool:
+        try:
+            done: bool = await asyncio.wait_for(original_commit(self, offsets), COMMIT_STUCK_S)
+            return done
+        except TimeoutError:
+            commit_stuck(COMMIT_STUCK_S)
+
+    faust_consumer.ThreadDelegateConsumer._commit = _commit  # type: ignore[method-assign]
+
+
+def commit_stuck(waited_s: float) -> NoReturn:
+    log.critical("a commit has not returned in %.0f s: the consumer is wedged; exiting "
+                 "unacknowledged (exit code %d: restart to recover and read again)",
+                 waited_s, EXIT_COMMIT_STUCK)  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_COMMIT_STUCK)
 
 
 def set_fetch_max_wait(app: Any, ms: int) -> None:

@@ -7,6 +7,7 @@ in this module raises for bad input; it turns it into a ``DeadLetter``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from slipstream.slo.events import (
     deploy_from_record,
     request_from_record,
 )
-from slipstream.slo.tally import Tally, catalogue_slis
+from slipstream.slo.tally import ServiceSlis, Tally, TallyEvent, catalogue_slis
 
 REQUEST_SCHEMAS = frozenset({"RequestEvent", "RequestBatch"})
 DEPLOY_SCHEMAS = frozenset({"DeployEvent"})
@@ -71,20 +72,80 @@ class Ingested:
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     tally: Tally | None = None  # a batch's accepted requests, counted (instead of requests)
+    # A single event's accepted request as a Tally counts it (``ingest(light=True)``).
+    events: list[TallyEvent] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
         tallied = self.tally.accepted if self.tally is not None else 0
-        return len(self.requests) + len(self.deploys) + tallied
+        return len(self.requests) + len(self.deploys) + tallied + len(self.events)
+
+    def keep(self, service: str, version: str | None, ts_ms: int, status: int,
+             latency_ms: float) -> None:  # fmt: skip
+        """``Tally.add``'s arguments for later (a ``MessageRun`` counts them)."""
+        self.events.append((service, version, ts_ms, status, latency_ms))
 
     def absorb_into(self, engine: PartitionEngine, offset: int) -> None:
         """Count this message (source ``offset``) in its partition's engine."""
+        assert not self.events, "kept events are counted by a MessageRun"
         engine.begin(offset)
         engine.absorb_many(self.requests)
         if self.tally is not None:
             engine.absorb_tallied(self.tally)
         for deploy in self.deploys:
             engine.absorb_deploy(deploy)
+
+
+class MessageRun:
+    """Consecutive single-event messages of one partition counted as one: their requests go
+    to the engine in one ``begin`` and one ``absorb_tallied`` (or ``absorb_many``), so runs
+    per SLO and 100 ms of event time span messages (each SLO still sees its events in
+    order, as one by one). Only messages whose offset lies above the engine's
+    ``newest_offset`` join: new to every bucket, the offset guard refuses none of them, and
+    the buckets' recorded offset (the run's last) still covers every message that counted
+    into them. Any other message (a replay, a deploy, an SDK batch) closes the run and is
+    counted alone, in order.
+
+    Messages ingested with ``light=True`` (the ingestor has the catalogue) hold their
+    event as ``Tally`` arguments (``Ingested.events``); others their ``Request``s."""
+
+    def __init__(self, engine: PartitionEngine, slis: dict[str, ServiceSlis] | None) -> None:
+        self.engine = engine
+        self.slis = slis
+        self.tally = Tally(slis) if slis is not None else None
+        self.requests: list[Request] = []
+        self.offset = -1  # of the last message joined
+
+    def absorb(self, result: Ingested, offset: int) -> None:
+        """Count the message at source ``offset``: into the run, or alone after it."""
+        if result.deploys or result.tally is not None:
+            self.close()
+            result.absorb_into(self.engine, offset)
+            return
+        joins = offset > self.engine.newest_offset
+        if not joins:  # a replay: a run of its own, through the offset guard
+            self.close()
+        if result.events:
+            assert self.tally is not None, "kept events need the catalogue's SLIs"
+            add = self.tally.add
+            for event in result.events:
+                add(*event)
+        self.requests += result.requests
+        self.offset = offset
+        if not joins:
+            self.close()
+
+    def close(self) -> None:
+        """Count what the run holds (before the engine's ``end``, or another message)."""
+        tally = self.tally
+        if tally is not None and tally.accepted:
+            self.engine.begin(self.offset)
+            self.engine.absorb_tallied(tally)
+            self.tally = Tally(tally.slis)
+        if self.requests:
+            self.engine.begin(self.offset)
+            self.engine.absorb_many(self.requests)
+            self.requests = []
 
 
 class Ingestor:
@@ -116,8 +177,17 @@ class Ingestor:
     def stream_time_ms(self, topic: str, partition: int) -> int | None:
         return self._stream_time.get((topic, partition))
 
-    def ingest(self, topic: str, partition: int, value: bytes | None, now_ms: int) -> Ingested:
-        """``topic`` is the base name (``slo.requests`` / ``slo.deploys``)."""
+    @property
+    def slis(self) -> dict[str, ServiceSlis] | None:
+        """The catalogue's SLIs per service, if given one (what a ``Tally`` needs)."""
+        return self._slis
+
+    def ingest(
+        self, topic: str, partition: int, value: bytes | None, now_ms: int, light: bool = False
+    ) -> Ingested:
+        """``topic`` is the base name (``slo.requests`` / ``slo.deploys``). ``light`` (with
+        the catalogue): a ``RequestEvent``'s request is kept as ``Tally`` arguments
+        (``Ingested.events``, for a ``MessageRun``), not built as a ``Request``."""
         out = Ingested()
         data = value or b""
         expected = REQUEST_SCHEMAS if topic == conventions.REQUESTS_TOPIC else DEPLOY_SCHEMAS
@@ -133,12 +203,15 @@ class Ingestor:
                 out.dead.append(DeadLetter(data, "InvalidEventError", "empty-batch", "no events"))
             if self._slis is not None:
                 out.tally = Tally(self._slis)
-                self._tally_batch(key, records, now_ms, out, out.tally)
+                self._tally_batch(key, records, now_ms, out, out.tally.add)
             else:
                 for index, record in enumerate(records):
                     self._accept_request(key, record, now_ms, out, data, index)
         elif decoded.schema == "RequestEvent":
-            self._accept_request(key, decoded.record, now_ms, out, data, None)
+            if light and self._slis is not None:
+                self._tally_batch(key, [decoded.record], now_ms, out, out.keep, single=data)
+            else:
+                self._accept_request(key, decoded.record, now_ms, out, data, None)
         else:
             try:
                 deploy = deploy_from_record(decoded.record)
@@ -171,18 +244,21 @@ class Ingestor:
         records: list[dict[str, Any]],
         now_ms: int,
         out: Ingested,
-        tally: Tally,
+        add: Callable[[str, str | None, int, int, float], None],
+        single: bytes | None = None,
     ) -> None:
         """``_accept_request`` for each record, in one pass and without a ``Request``: one
         expression accepts the common valid event; anything else goes through the very
-        rules of ``request_from_record`` and ``check_event_time``, for their errors."""
+        rules of ``request_from_record`` and ``check_event_time``, for their errors.
+        ``single``: the records are one ``RequestEvent`` message's, these its bytes (a dead
+        letter keeps them as they came, with no batch index)."""
         policy = self.time_policy
         latest = now_ms + policy.max_ahead_of_clock_ms
         stream = self._stream_time.get(key)
         oldest = EARLIEST_EVENT_MS if stream is None else stream - policy.max_behind_stream_ms
         oldest = max(oldest, EARLIEST_EVENT_MS)
         valid_names, match_name = self._valid_names, SERVICE_NAME.match
-        seen_before, add = self._recent_ids(key).seen_before, tally.add
+        seen_before = self._recent_ids(key).seen_before
         try:
             for index, record in enumerate(records):
                 event_id, service = record["event_id"], record["service"]
@@ -202,10 +278,13 @@ class Ingestor:
                         request_from_record(record)
                         check_event_time(ts, now_ms=now_ms, stream_time_ms=stream, policy=policy)
                     except InvalidEventError as exc:
-                        value = self.codec.encode("RequestEvent", record)
-                        out.dead.append(
-                            DeadLetter(value, type(exc).__name__, exc.reason, str(exc), index)
-                        )
+                        if single is not None:
+                            dead = DeadLetter(single, type(exc).__name__, exc.reason, str(exc))
+                        else:
+                            value = self.codec.encode("RequestEvent", record)
+                            dead = DeadLetter(value, type(exc).__name__, exc.reason, str(exc),
+                                              index)  # fmt: skip
+                        out.dead.append(dead)
                         continue
                 if stream is None or ts > stream:
                     stream = ts

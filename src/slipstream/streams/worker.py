@@ -1,12 +1,13 @@
 """The faust worker: consumes the source topics as raw bytes, runs the SLO engine, publishes.
 
-Messages come in micro-batches (up to ``BATCH_MAX_MESSAGES`` or ``BATCH_WITHIN_S``).
-Per message, the input side (``ingest``) decodes and validates, dead-letters what
-fails, and the partition's engine counts the requests and evaluates its SLOs at
-event time. Per batch and partition, the engine's table changes (one per touched
-bucket) are written with one of that partition's messages as the current event (so
-changelog records land on the message's partition), outputs are sent, and only then
-are the batch's offsets acknowledged for commit.
+Records come in micro-batches (``batch_drain``: up to ``BATCH_MAX_MESSAGES``, one batch
+per ``BATCH_WITHIN_S`` under load), taken out of faust's consumer fetches before its
+per-message path. Per record, the input side (``ingest``) decodes and validates,
+dead-letters what fails, and the partition's engine counts the requests and evaluates
+its SLOs at event time. Per batch and partition, the engine's table changes (one per
+touched bucket) are written with one of that partition's records as faust's current
+event (so changelog records land on the record's partition), outputs are sent, and only
+then are the batch's offsets acknowledged for commit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ssl
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from slipstream.connect import check_redis_access, faust_credentials, redis_clie
 from slipstream.schemas.codec import AvroCodec
 from slipstream.settings import Settings
 from slipstream.sinks import metrics_server
-from slipstream.sinks.metrics import WorkerMetrics
+from slipstream.sinks.metrics import InputCounts, WorkerMetrics
 from slipstream.sinks.prometheus_collector import SloCollector
 from slipstream.sinks.records import (
     alert_key,
@@ -48,18 +49,23 @@ from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
-from slipstream.streams import engine_store, faust_fixes
-from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor
+from slipstream.streams import batch_drain, engine_store, faust_fixes
+from slipstream.streams.batch_drain import SourceBatch
+from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor, MessageRun
 from slipstream.streams.stall_guard import StallGuard
 from slipstream.streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
 REDIS_FLUSH_INTERVAL_S = 1.0
-# A micro-batch closes at this many messages or after this long, whichever comes first.
+# A micro-batch closes at this many messages or bytes of values, or once this long has
+# passed since the previous one closed (a message after a quiet spell goes at once): see
+# batch_drain. 1 MiB is ~0.3 s of work, single events or SDK batches alike.
 BATCH_MAX_MESSAGES = 5000
-PRODUCER_LINGER_S = 0.01
+BATCH_MAX_BYTES = 1 << 20
 BATCH_WITHIN_S = 0.2
+YIELD_EVERY = 100  # records between two turns of the event loop within a batch
+PRODUCER_LINGER_S = 0.01
 BUDGET_FLUSH_INTERVAL_S = 5.0
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a supervisor restarts the worker, which replays the batch
 
@@ -97,9 +103,8 @@ def use_uvloop() -> bool:
 @contextlib.contextmanager
 def event_context(event: faust.EventT[Any]) -> Iterator[None]:
     """Make ``event`` faust's current event in this task while table writes are made (they
-    take their changelog partition from it: faust #497). Only the context variable: the
-    stream's own ``current_event`` attribute belongs to ``take_events``, which reads it
-    to know which event a buffered value came from."""
+    take their changelog partition from it: faust #497). The batch's records come from
+    no faust stream, so no stream's ``current_event`` is touched: only the variable."""
     token = faust_streams._current_event.set(weakref.ref(event))
     try:
         yield
@@ -309,106 +314,148 @@ class SloWorker:
         # The highest source offset absorbed per (topic, partition) in this process's life.
         self.high_offset: dict[tuple[str, int], int] = {}
         self.held: dict[tuple[str, int], set[int]] = {}  # offsets held while reading again
+        self.reread: dict[TP, int] = {}  # where to seek a partition to before going on
         self.ready: set[int] = set()  # owned partitions whose state is restored and shown
         self.codec = AvroCodec()
         self.host = EngineHost(catalogue, metrics.restored_entries.inc)
         # Where engine_store sends the entries it recovers.
         self.table.changelog_reader = self.host  # type: ignore[attr-defined]
 
-        # concurrency=1: a counting agent must never commit past an unfinished event
-        # (faust #606). Events come in micro-batches; take_events acks them only after
-        # the loop body has handled them, table writes included.
-        @app.agent(self.sources, concurrency=1)
-        async def consume_sources(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-            batches = stream.take_events(BATCH_MAX_MESSAGES, BATCH_WITHIN_S)  # type: ignore[attr-defined]
-            async for events in batches:
-                try:
-                    await self.handle_batch(events)
-                except asyncio.CancelledError:
-                    # Stopped mid-batch (SIGTERM, a crash elsewhere): take_events would
-                    # acknowledge the whole batch as it closes, and the commit on the way
-                    # out would skip what was not done. Held, the batch is read again.
-                    for event in events:
-                        self.hold(event.message)
-                    raise
-                except Exception:
-                    # take_events acknowledges a batch even when its handling raised
-                    # (faust #315): exit before it can, so a restart replays the batch.
-                    log.critical("a batch of %d messages failed; exiting unacknowledged",
-                                 len(events), exc_info=True)  # fmt: skip
-                    logging.shutdown()
-                    os._exit(EXIT_BATCH_FAILED)
-                yield None
-
+        # The source topics' records come to ``consume`` in batches (``batch_drain``), not
+        # through an agent: faust's per-message path capped the worker at ~10-15 k
+        # messages/s. Subscribed through the conductor all the same, with acks.
+        app.topics.add(self.sources)
+        deploys = conventions.topic_name(ns, conventions.DEPLOYS_TOPIC)
+        batch_drain.install(
+            app,
+            batch_drain.BatchDrain(
+                # Deploys first within a batch: a deploy known before its version's requests.
+                [deploys, *(t for t in self.base_of if t != deploys)],
+                self.consume,
+                BATCH_MAX_MESSAGES,
+                BATCH_MAX_BYTES,
+                BATCH_WITHIN_S,
+            ),
+        )
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
         app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
         self.table.on_recover(self.on_recovered)
 
-    async def handle_batch(self, events: list[Any]) -> None:
-        """Absorb a micro-batch message by message, then close each partition's engine
-        once: one table write per touched bucket per batch, not per event."""
-        by_partition: dict[int, list[Any]] = {}
-        for event in events:
-            by_partition.setdefault(event.message.partition, []).append(event)
-        for partition, owned in by_partition.items():
-            engine: PartitionEngine | None = None
-            for event in owned:
-                engine = await self.absorb(event) or engine
-            with event_context(owned[-1]):
-                self.stall_guard.check()  # a zombie writes nothing
-                if engine is not None:
-                    await self.apply(engine.end())
-                self.save_offsets(partition, owned)
+    async def consume(self, batch: SourceBatch) -> None:
+        """One batch from ``batch_drain``, which acknowledges its records (all but those
+        held) only when this returns: one at a time, so nothing is ever committed past
+        an unfinished message (faust #606)."""
+        try:
+            await self.handle_batch(batch)
+        except asyncio.CancelledError:
+            # Stopped mid-batch (SIGTERM, a crash elsewhere): nothing of it is acknowledged
+            # and the batch is read again.
+            raise
+        except Exception:
+            # Exit at once: a restart replays the batch, none of it acknowledged (an error
+            # escaping faust's take_events acknowledged its batch: faust #315).
+            log.critical("a batch of %d messages failed; exiting unacknowledged",
+                         len(batch), exc_info=True)  # fmt: skip
+            logging.shutdown()
+            os._exit(EXIT_BATCH_FAILED)
 
-    def save_offsets(self, partition: int, events: list[Any]) -> None:
+    async def handle_batch(self, batch: SourceBatch) -> None:
+        """Absorb a micro-batch record by record (consecutive single-request messages as
+        one: ``MessageRun``), then close each partition's engine once: one table write per
+        touched bucket per batch, not per event."""
+        by_partition: dict[int, list[tuple[TP, Any]]] = {}
+        for tp, records in batch.records.items():
+            owned = by_partition.setdefault(tp.partition, [])
+            owned += [(tp, record) for record in records]
+        absorbed, counts = 0, InputCounts()
+        for partition, owned in by_partition.items():
+            run: MessageRun | None = None
+            for tp, record in owned:
+                absorbed += 1
+                if absorbed % YIELD_EVERY == 0:
+                    counts.flush_into(self.metrics)
+                    await asyncio.sleep(0)  # nothing here waits: the producer's turn
+                if not self.in_order(batch, tp, record.offset):
+                    if self.reread:
+                        # seek_wait runs in the consumer's thread; faust's seek() touches
+                        # the client from this one, and the fetcher may never notice.
+                        reread, self.reread = self.reread, {}
+                        await self.app.consumer.seek_wait(reread)
+                    continue
+                received = now_ms()
+                result = self.ingest(tp, record, received, counts)
+                if result.dead:
+                    await self.dead_letter(tp, record, result.dead, received)
+                if result.accepted:
+                    if run is None:
+                        run = MessageRun(self.host.engine(partition), self.ingestor.slis)
+                    run.absorb(result, record.offset)
+                    for deploy in result.deploys:
+                        self.state.add_deploy(deploy)
+            counts.flush_into(self.metrics)
+            if run is not None:
+                run.close()
+            with event_context(self.event_of(*owned[-1])):
+                self.stall_guard.check()  # a zombie writes nothing
+                if run is not None:
+                    await self.apply(run.engine.end())
+                self.save_offsets(partition, {tp.topic for tp, _ in owned})
+            # The partition's writes handed to the client before going on: the producer's
+            # buffer moves about one message per turn of the loop, and the client sends in
+            # the next partition's turns. Held back until the batch ended, they were lost
+            # to a kill -9 while /metrics already showed the state they carry.
+            await self.app.producer.buffer.flush()
+
+    def event_of(self, tp: TP, record: Any) -> faust.EventT[Any]:
+        """A faust event for a fetched record: the current event of table writes."""
+        message = self.app.consumer._to_message(tp, record)  # type: ignore[attr-defined]
+        return self.app.create_event(record.key, record.value, record.headers, message)
+
+    def save_offsets(self, partition: int, topics: set[str]) -> None:
         """The highest source offset absorbed per topic, in the changelog after the state it
         produced: a restarted worker knows where its state ends and tells a replay (at or
         below it) from a message the client skipped ahead to (above it plus one)."""
-        for topic in {event.message.topic for event in events}:
+        for topic in topics:
             high = self.high_offset.get((topic, partition))
             if high is not None:
                 self.table[offsets_key(partition, self.base_of.get(topic, topic))] = high
 
-    async def in_order(self, event: faust.EventT[Any]) -> bool:
-        """False for a message that arrived beyond the next offset of its partition: the
+    def in_order(self, batch: SourceBatch, tp: TP, offset: int) -> bool:
+        """False for a record that arrived beyond the next offset of its partition: the
         client skipped some (faust does, around a restart's seek to the committed offsets),
         and absorbing this one first would make the offset guard drop them when they come.
-        The partition is read again from the first one missing; this message is held
+        The partition is read again from the first one missing; this record is held
         unacknowledged (its re-read copy is the one counted). When the re-read starts with
-        this same message, the offsets before it hold no records (a real gap): go on."""
-        msg = event.message
-        key = (msg.topic, msg.partition)
-        if msg.partition not in self.ready:
-            # Its state is still being read from the changelog: a message fetched before
+        this same record, the offsets before it hold no records (a real gap): go on."""
+        topic, partition = tp.topic, tp.partition
+        key = (topic, partition)
+        if partition not in self.ready:
+            # Its state is still being read from the changelog: a record fetched before
             # recovery paused the partition would make the half-read engine live and the
             # rest of the changelog be ignored. Held; recovery ends with a seek to the
             # committed offsets, which reads it again.
-            self.hold(msg)
-            self.metrics.held_messages.labels(self.base_of.get(msg.topic, "other")).inc()
+            batch.hold(tp, offset)
+            self.metrics.held_messages.labels(self.base_of.get(topic, "other")).inc()
             return False
         high = self.high_offset.get(key)
-        if high is None:  # the first message since start or assignment: where state ends
-            high = self.host.restored_offsets.get(
-                (msg.partition, self.base_of.get(msg.topic, msg.topic))
-            )
-        if high is not None and msg.offset > high + 1:
+        if high is None:  # the first record since start or assignment: where state ends
+            high = self.host.restored_offsets.get((partition, self.base_of.get(topic, topic)))
+        if high is not None and offset > high + 1:
             held = self.held.setdefault(key, set())
-            if msg.offset not in held:
-                held.add(msg.offset)
-                self.hold(msg)
+            if offset not in held:
+                held.add(offset)
+                batch.hold(tp, offset)
                 if len(held) == 1:
-                    start = self.reread_from(msg.tp, high)
+                    start = self.reread_from(tp, high)
                     log.warning("%s[%d]: offset %d arrived after %d; reading again from %d",
-                                msg.topic, msg.partition, msg.offset, high, start)  # fmt: skip
-                    self.metrics.offset_jumps.labels(self.base_of.get(msg.topic, "other")).inc()
-                    # seek_wait runs in the consumer's thread; faust's seek() touches the
-                    # client from this one, and the fetcher may never notice.
-                    await self.app.consumer.seek_wait({msg.tp: start})
+                                topic, partition, offset, high, start)  # fmt: skip
+                    self.metrics.offset_jumps.labels(self.base_of.get(topic, "other")).inc()
+                    self.reread[tp] = start  # handle_batch seeks there before going on
                 return False
-        if high is None or msg.offset > high:
-            self.high_offset[key] = msg.offset
+        if high is None or offset > high:
+            self.high_offset[key] = offset
             self.held.pop(key, None)
         return True
 
@@ -421,48 +468,29 @@ class SloWorker:
         committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         return reread_start(high, committed)
 
-    def hold(self, message: Any) -> None:
-        """Leave a message unprocessed and keep it from being committed: take_events' ack
-        will not be its last (one more reference), and the consumer stops waiting for it
-        (a rebalance or a stop waits for every message to be acknowledged): its re-read
-        copy is the one processed, acknowledged and committed."""
-        message.incref()
-        self.app.consumer._unacked_messages.discard(message)  # type: ignore[attr-defined]
-
-    async def absorb(self, event: faust.EventT[Any]) -> PartitionEngine | None:
-        """Decode, dead-letter or count one message; the engine that counted it, if any."""
-        if not await self.in_order(event):
-            return None
-        msg, metrics = event.message, self.metrics
-        topic = self.base_of.get(msg.topic, "other")
-        value: bytes = event.value or b""
-        metrics.input_messages.labels(topic).inc()
-        metrics.input_bytes.labels(topic).inc(len(value))
-        received = now_ms()
+    def ingest(self, tp: TP, record: Any, received: int, counts: InputCounts) -> Ingested:
+        """Decode and check one record (received at ``received`` ms)."""
+        topic = self.base_of.get(tp.topic, "other")
+        value: bytes = record.value or b""
         try:
-            result = self.ingestor.ingest(topic, msg.partition, value, received)
+            result = self.ingestor.ingest(topic, tp.partition, value, received, light=True)
         except Exception as exc:
-            # A bug of ours must neither stop the stream nor skip the event unseen
-            # (an exception escaping the agent acknowledges the event: faust #315).
-            log.exception("ingest failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            # A bug of ours must neither stop the stream nor skip the event unseen.
+            log.exception("ingest failed at %s[%d]@%d", tp.topic, tp.partition, record.offset)
             result = Ingested(
                 dead=[DeadLetter(value, type(exc).__name__, "internal-error", str(exc))]
             )
-        for dead in result.dead:
-            headers = dead.headers(msg.topic, msg.partition, msg.offset, received)
-            # Sent before the source offset is committed (faust publishes attached
-            # messages first), so a dead letter is never lost.
-            await self.dlq[topic].send(key=msg.key, value=dead.value, headers=headers)
-            metrics.dead_letters.labels(topic, dead.reason).inc()
-        accepted = result.accepted
-        metrics.count_input(topic, accepted, result.duplicates)
-        if not accepted:
-            return None
-        engine = self.host.engine(msg.partition)
-        result.absorb_into(engine, msg.offset)
-        for deploy in result.deploys:
-            self.state.add_deploy(deploy)
-        return engine
+        counts.add(topic, len(value), result.accepted, result.duplicates)
+        return result
+
+    async def dead_letter(self, tp: TP, record: Any, dead: list[DeadLetter], received: int) -> None:
+        topic = self.base_of.get(tp.topic, "other")
+        for letter in dead:
+            headers = letter.headers(tp.topic, tp.partition, record.offset, received)
+            # Sent before the source offset is committed (faust flushes its producer before
+            # it commits), so a dead letter is never lost.
+            await self.dlq[topic].send(key=record.key, value=letter.value, headers=headers)
+            self.metrics.dead_letters.labels(topic, letter.reason).inc()
 
     async def apply(self, result: MessageResult) -> None:
         table = self.table
