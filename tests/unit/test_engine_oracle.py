@@ -6,6 +6,8 @@ followed by a replay of already-counted offsets changes nothing (idempotence).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -264,3 +266,58 @@ def test_a_restore_from_the_whole_changelog_equals_one_from_the_compacted_table(
     assert after_batches == after_log
     assert table_b == table_a
     assert table_c == table_b
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(traffic(max_gap_ms=150_000), st.integers(1, 25), st.data())
+def test_a_restore_from_a_checkpoint_and_the_changelog_after_it_equals_one_from_the_changelog(
+    events: list[Request], flush_every: int, data: st.DataObject
+) -> None:
+    """A local checkpoint: the live engine's bucket rings and the partition's other table
+    entries at some point of its changelog, then the changelog after that point. The
+    same engine as from the whole changelog, whatever comes next."""
+    cat = catalogue(2)
+    messages = group(events, [1])
+    crash_after = data.draw(st.integers(0, len(messages) - 1))
+    checkpoint_after = data.draw(st.integers(0, crash_after))
+    changelog: list[tuple[str, Any]] = []
+    _, live, table = run(cat, messages[: checkpoint_after + 1], flush_every=flush_every,
+                         changelog=changelog)  # fmt: skip
+    image = copy.deepcopy(live.bucket_image())
+    entries = {k: copy.deepcopy(v) for k, v in table.items() if not k.startswith("0|b|")}
+    at = len(changelog)
+    run(cat, messages[: crash_after + 1], live, checkpoint_after + 1, table, flush_every,
+        changelog=changelog)  # fmt: skip
+    from_log = PartitionEngine(0, cat)
+    from_log.load_entries([k for k, _ in changelog], [v for _, v in changelog])
+    from_log.finish_restore()
+    hot = PartitionEngine.from_bucket_image(0, cat, image)
+    assert hot is not None
+    hot.load_entries(list(entries), list(entries.values()))
+    tail = changelog[at:]
+    hot.load_entries([k for k, _ in tail], [v for _, v in tail])
+    hot.finish_restore()
+    assert {k: rt.latest for k, rt in hot.runtimes.items()} == {
+        k: rt.latest for k, rt in from_log.runtimes.items()
+    }
+    start = crash_after + 1
+    after_log, _, table_a = run(cat, messages, from_log, start, dict(table), flush_every)
+    after_hot, _, table_b = run(cat, messages, hot, start, dict(table), flush_every)
+    assert after_hot == after_log
+    assert table_b == table_a
+
+
+def test_a_checkpoint_of_other_windows_is_refused() -> None:
+    """An SLO whose windows changed since the checkpoint has rings of another size: the
+    partition is read from its changelog instead."""
+    cat = catalogue(2)
+    engine = PartitionEngine(0, cat)
+    engine.begin(0)
+    engine.absorb(Request("r0", "a", "GET /", 200, 5.0, T0))
+    engine.end()
+    image = copy.deepcopy(engine.bucket_image())
+    key = next(iter(image.slos))
+    ring = image.slos[key][0]
+    image.slos[key][0] = dataclasses.replace(ring, cells=ring.cells[:-3])
+    assert PartitionEngine.from_bucket_image(0, cat, image) is None
+    assert image.held == 3 * len(image.slos)  # one bucket per resolution and SLO

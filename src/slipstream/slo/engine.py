@@ -32,6 +32,7 @@ from slipstream.slo.windows import (
     FINE_MS,
     MEDIUM_MS,
     RES_CODE,
+    SeriesImage,
     WindowCounts,
 )
 
@@ -123,6 +124,18 @@ class _Run:
     tick: int
     ts_ms: int  # the newest event time in the run
     versions: dict[str | None, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BucketImage:
+    """The bucket state of a partition's engine in a checkpoint."""
+
+    newest_offset: int
+    slos: dict[tuple[str, str], list[SeriesImage]]
+
+    @property
+    def held(self) -> int:
+        return sum(ring.held for rings in self.slos.values() for ring in rings)
 
 
 def windows_for(slo: Slo) -> set[int]:
@@ -605,6 +618,40 @@ class PartitionEngine:
                 out.append(rt.latest)
                 rt.latest_emitted = True
         return out
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def bucket_image(self) -> BucketImage:
+        """Every SLO's buckets as the rings of its series, for a local checkpoint (the
+        arrays themselves: serialise the image before the engine moves on). With the
+        partition's other table entries it is the table as its changelog holds it, when
+        every write has been acknowledged."""
+        return BucketImage(
+            self.newest_offset,
+            {key: [s.image() for s in rt.windows.series.values()] for key, rt in
+             self.runtimes.items()},
+        )  # fmt: skip
+
+    @classmethod
+    def from_bucket_image(
+        cls, partition: int, catalogue: Catalogue, image: BucketImage
+    ) -> PartitionEngine | None:
+        """A restoring engine holding the buckets of ``image``, as if their changelog
+        entries had been loaded; the other entries and the changelog after the checkpoint
+        are loaded next, then ``finish_restore``. None when an SLO's series no longer has
+        the checkpoint's size (its windows changed): the changelog must be read whole."""
+        engine = cls(partition, catalogue)
+        for (service, name), rings in image.slos.items():
+            slo = catalogue.slo(service, name)
+            if slo is None:
+                continue  # an SLO no longer in the catalogue: its entries are ignored too
+            series = engine._runtime(slo).windows.series
+            for ring in rings:
+                target = series.get(ring.res_ms)
+                if target is None or not target.take_image(ring):
+                    return None
+        engine.newest_offset = image.newest_offset
+        return engine
 
     # -- recovery -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 FINE_MS: Final = 10_000
@@ -52,6 +53,23 @@ def window_start_ms(window_ms: int, clock_ms: int) -> int:
 
 _EMPTY: Final = (0, 0, -1)  # bad, total, offset of a bucket that holds nothing
 HEADROOM: Final = 2  # indexes a restore may find ahead of the clock (a crash mid-batch)
+
+
+@dataclass(frozen=True)
+class SeriesImage:
+    """A series' ring as a checkpoint holds it: the flat cell array and where it is filled."""
+
+    res_ms: int
+    floor: int
+    newest: int | None
+    evicted: list[int]
+    cells: array[int]
+
+    @property
+    def held(self) -> int:
+        """Buckets holding something (a count of restored entries, not a check)."""
+        totals = self.cells[1::3]
+        return len(totals) - totals.count(0)
 
 
 class Series:
@@ -171,6 +189,19 @@ class Series:
     def _clear(self, index: int) -> None:
         at = index % self.size * 3
         self.cells[at : at + 3] = array("q", _EMPTY)
+
+    def image(self) -> SeriesImage:
+        """The ring as it stands (the array itself, not a copy: serialise it at once)."""
+        return SeriesImage(self.res_ms, self.floor, self.newest, list(self._evicted), self.cells)
+
+    def take_image(self, image: SeriesImage) -> bool:
+        """Become the ring of ``image`` (a checkpoint of this series); False when its size
+        differs (the SLO's windows changed since: its buckets must come from the changelog)."""
+        if image.res_ms != self.res_ms or len(image.cells) != len(self.cells):
+            return False
+        self.cells = image.cells
+        self.floor, self.newest, self._evicted = image.floor, image.newest, list(image.evicted)
+        return True
 
     def expire(self, newest_index: int) -> list[int]:
         """Drop buckets older than the retention; return the indexes of those that held
