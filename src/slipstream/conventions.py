@@ -36,6 +36,8 @@ METRIC_DUPLICATE_EVENTS: Final = "slipstream_duplicate_events"
 METRIC_WORKER_INFO: Final = "slipstream_worker"  # info: prometheus adds _info
 # counter: changelog entries read into the engines when partitions were assigned
 METRIC_CHANGELOG_RESTORED: Final = "slipstream_changelog_entries_restored"
+# counter: table entries restored from local checkpoints (streams/checkpoints.py)
+METRIC_CHECKPOINT_RESTORED: Final = "slipstream_checkpoint_entries_restored"
 
 
 def topic_name(namespace: str, base: str) -> str:

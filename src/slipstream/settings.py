@@ -62,6 +62,10 @@ class Settings:
     # loses its partitions. A worker paused for half of it exits when it runs again
     # rather than write stale state (streams/stall_guard.py).
     session_timeout_s: float = 60.0
+    # Local checkpoints of the worker's state (streams/checkpoints.py): a partition's at most
+    # this often, while its state changes; a restart reads only the changelog after it.
+    # 0: none (every restart reads the whole changelog).
+    checkpoint_interval_s: float = 30.0
     catalogue: str = ""
     partitions: int = 4
     stack_dir: str = dataclasses.field(default_factory=_default_state_dir)
@@ -106,6 +110,11 @@ class Settings:
             raise SettingsError(
                 f"session_timeout_s must be within 6..1800 (the broker's default bounds), "
                 f"got {self.session_timeout_s}"
+            )
+        if self.checkpoint_interval_s < 0:
+            raise SettingsError(
+                f"checkpoint_interval_s must be >= 0 (0: no checkpoints), "
+                f"got {self.checkpoint_interval_s}"
             )
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, got {self.partitions}")
@@ -236,7 +245,7 @@ def _coerce(name: str, raw: str) -> object:
             return int(raw)
         except ValueError as exc:
             raise SettingsError(f"{name}: expected an integer, got {raw!r}") from exc
-    if name == "session_timeout_s":
+    if name in ("session_timeout_s", "checkpoint_interval_s"):
         try:
             return float(raw)
         except ValueError as exc:

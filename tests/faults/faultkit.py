@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,14 @@ class Worker:
         worker's lives (each logs one line)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text.count(" arrived after ")
+
+    def checkpoint_restores(self) -> tuple[int, int, int]:
+        """Partitions restored from a local checkpoint over all of this worker's lives, the
+        entries those checkpoints held, and the changelog entries read after them."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        found = re.findall(r"restored from its checkpoint at changelog offset -?\d+ \((\d+) "
+                           r"entries\) and (\d+) changelog entries after it", text)  # fmt: skip
+        return len(found), sum(int(a) for a, _ in found), sum(int(b) for _, b in found)
 
     def offset_rewinds(self) -> int:
         """Source partitions whose committed offset a recovery found beyond the restored

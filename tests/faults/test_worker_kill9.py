@@ -42,7 +42,8 @@ KILLS = 10 if FULL else 3
 def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_path: Path) -> None:
     rng = random.Random(7)
     catalogue = write_catalogue(tmp_path / "catalogue.yaml", SERVICES)
-    settings = worker_settings(settings, catalogue)
+    # Checkpoints often: most restarts resume from one and read the changelog after it.
+    settings = worker_settings(settings, catalogue).replace(checkpoint_interval_s=0.2)
     start = now_ms() - (BATCHED_EVENTS + SINGLE_EVENTS) * 1000 // EVENTS_PER_S
     batched = preload(settings, "batched", BATCHED_EVENTS, SERVICES, 11,
                       records=replay_records(BATCHED_EVENTS, SERVICES, 11, start))  # fmt: skip
@@ -57,6 +58,7 @@ def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_pat
     elapsed = time.monotonic() - started
     result = reckon(settings)
     c = result.comparison
+    restores, from_checkpoints, after_checkpoints = worker.checkpoint_restores()
     record(
         "worker kill -9 loop",
         events=BATCHED_EVENTS + SINGLE_EVENTS,
@@ -73,6 +75,9 @@ def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_pat
         alert_records_republished=result.transitions_duplicated,
         offset_jumps=worker.offset_jumps(),
         offset_rewinds=worker.offset_rewinds(),
+        checkpoint_restores=restores,
+        entries_from_checkpoints=from_checkpoints,
+        changelog_entries_after_checkpoints=after_checkpoints,
         restart_to_first_message_s=loop.restart_to_first_message_s,
         final_drain_s=loop.final_drain_s,
         seconds=round(elapsed, 1),
@@ -86,3 +91,5 @@ def test_worker_kill9_loop_loses_and_doubles_nothing(settings: Settings, tmp_pat
     # /metrics during restarts: never an error response, never a partial SLO set once ready.
     assert watch.ready_scrapes > 0 and not watch.errors and not watch.partial, watch.figures()
     assert len(watch.seen) == 2 * SERVICES
+    # The restarts resumed from checkpoints with state in them, and changelog after them.
+    assert from_checkpoints > 0 and after_checkpoints > 0, (restores, from_checkpoints)

@@ -57,3 +57,27 @@ def test_reads_every_partition_to_its_end_in_order(settings: Settings) -> None:
         for p in (0, 1):
             assert sink.entries[p] == [(k, v) for q, k, v in records if q == p]
         assert 2 not in sink.entries
+
+
+def test_a_read_resumes_after_a_checkpoint_and_refuses_an_offset_beyond_the_end(
+    settings: Settings,
+) -> None:
+    """From a checkpoint's offset + 1: only what follows. An offset the changelog does not
+    reach (a topic recreated since the checkpoint) is refused: that partition is read
+    from its start."""
+    topic = f"{settings.namespace}.state-changelog"
+    records: list[tuple[int, Any, Any]] = [
+        (p, f"{p}|b|svc|slo|m|{i}", [i, 1, i]) for p in (0, 1) for i in range(500)
+    ]
+    _write(settings, topic, records)
+    app = faust.App("changelog-resume-test", broker=f"kafka://{settings.kafka_bootstrap}")
+    tps = {TP(topic, p) for p in (0, 1, 2)}
+    refused: list[TP] = []
+    sink = Recorder()
+    resume = {TP(topic, 0): 400, TP(topic, 1): 501, TP(topic, 2): 0}
+    ends = asyncio.run(changelog_read.read_partitions(app, tps, sink, resume, refused.append))
+    assert ends == {TP(topic, 0): 500, TP(topic, 1): 500, TP(topic, 2): 0}
+    assert refused == [TP(topic, 1)]
+    assert sink.entries[0] == [(k, v) for q, k, v in records if q == 0][400:]
+    assert sink.entries[1] == [(k, v) for q, k, v in records if q == 1]
+    assert 2 not in sink.entries

@@ -105,6 +105,22 @@ class WorkerMetrics:
             "assigned (the state a restart resumes from).",
             registry=registry,
         )
+        self.checkpoint_entries = Counter(
+            conventions.METRIC_CHECKPOINT_RESTORED,
+            "Table entries restored from local checkpoints when partitions were assigned "
+            "(the changelog is then read only after each checkpoint).",
+            registry=registry,
+        )
+        self.checkpoints_written = Counter(
+            "slipstream_checkpoints_written",
+            "Local checkpoints of a partition's state written.",
+            registry=registry,
+        )
+        self.checkpoint_bytes = Counter(
+            "slipstream_checkpoint_written_bytes",
+            "Bytes of local checkpoints written.",
+            registry=registry,
+        )
         info = Info(conventions.METRIC_WORKER_INFO, "The worker's version.", registry=registry)
         info.info({"version": __version__, "namespace": namespace})
 

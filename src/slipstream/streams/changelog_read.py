@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiokafka
@@ -66,9 +66,19 @@ def client_for(app: AppT) -> aiokafka.AIOKafkaConsumer:
     )
 
 
-async def read_partitions(app: AppT, tps: Iterable[TP], sink: EntrySink) -> dict[TP, int]:
-    """Read ``tps`` from their first offset to their end offset as of now into ``sink``;
-    the end offset read to, per partition."""
+async def read_partitions(
+    app: AppT,
+    tps: Iterable[TP],
+    sink: EntrySink,
+    resume: Mapping[TP, int] | None = None,
+    refused: Callable[[TP], None] = lambda tp: None,
+) -> dict[TP, int]:
+    """Read ``tps`` from their first offset (or the offset ``resume`` gives: after a
+    checkpoint) to their end offset as of now into ``sink``; the end offset read to, per
+    partition. A resume offset outside the partition's range (a changelog shorter than
+    the checkpoint, or whose start has passed it) is ``refused`` and the partition read
+    from its start."""
+    resume = resume or {}
     wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
     if not wanted:
         return {}
@@ -81,11 +91,19 @@ async def read_partitions(app: AppT, tps: Iterable[TP], sink: EntrySink) -> dict
         starts: dict[TopicPartition, int] = await consumer.beginning_offsets(wanted)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(wanted)
         for tp in wanted:
+            start = starts[tp]
+            resumed = resume.get(TP(tp.topic, tp.partition))
+            if resumed is not None:
+                if start <= resumed <= ends[tp]:
+                    start = resumed
+                else:
+                    refused(TP(tp.topic, tp.partition))
             # An explicit position: a reset (seek_to_beginning) can lose to the one aiokafka
             # starts on assignment, whose answer it applies to whichever reset is pending
             # (a restart read nothing that way, and went on with empty engines).
-            consumer.seek(tp, starts[tp])
-        pending = {tp for tp in wanted if ends[tp] > 0}
+            consumer.seek(tp, start)
+            starts[tp] = start
+        pending = {tp for tp in wanted if ends[tp] > starts[tp]}
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
             for tp, fetched in batches.items():

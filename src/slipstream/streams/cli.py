@@ -40,6 +40,9 @@ def _settings_flags() -> argparse.ArgumentParser:
     g.add_argument("--consumer-group", dest="consumer_group", metavar="GROUP")
     g.add_argument("--instance-id", dest="instance_id", metavar="ID")
     g.add_argument("--session-timeout", dest="session_timeout_s", type=float, metavar="SECONDS")
+    g.add_argument("--checkpoint-interval", dest="checkpoint_interval_s", type=float,
+                   metavar="SECONDS", help="local state checkpoints at most this often "
+                   "per partition (0: none; default 30)")  # fmt: skip
     g.add_argument("--catalogue", dest="catalogue", metavar="FILE")
     g.add_argument("--partitions", dest="partitions", type=int, metavar="N")
     g.add_argument("--stack-dir", dest="stack_dir", metavar="DIR")
@@ -65,7 +68,7 @@ def _settings_flags() -> argparse.ArgumentParser:
 SETTINGS_KEYS = (
     "kafka_bootstrap", "redis_url", "prometheus_url", "alertmanager_url", "metrics_addr",
     "namespace", "consumer_group", "instance_id", "session_timeout_s", "catalogue", "partitions",
-    "stack_dir",
+    "stack_dir", "checkpoint_interval_s",
     "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password_file",
     "kafka_ca_file", "redis_username", "redis_password_file", "redis_ca_file",
     "metrics_tls_cert", "metrics_tls_key",

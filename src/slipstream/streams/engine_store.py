@@ -19,14 +19,19 @@ and up to its own writes afterwards, so faust's recovery reads only what came la
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+import faust.streams as faust_streams
 from faust.stores import STORES
 from faust.stores.base import Store
 from faust.types import TP, EventT
 
 from slipstream.streams import changelog_read
+from slipstream.streams.checkpoints import Checkpoint, CheckpointDir
+
+log = logging.getLogger(__name__)
 
 SCHEME = "slipstream-engines"
 
@@ -44,6 +49,10 @@ class ChangelogReader(Protocol):
 
     def recovery_completed(self, active: set[int]) -> None: ...
 
+    def note_write(self, partition: int, key: str, value: Any) -> None: ...
+
+    def restore_checkpoint(self, checkpoint: Checkpoint) -> bool: ...
+
 
 class EngineStore(Store[Any, Any]):
     """Writes go to the changelog only; recovery goes to the engines."""
@@ -52,6 +61,16 @@ class EngineStore(Store[Any, Any]):
         self.data: dict[Any, Any] = {}  # stays empty: the engines hold the state
         # Per changelog partition: the offset of the last record the engines hold.
         self.held_offsets: dict[TP, int] = {}
+        # Per live partition, since its engine went live: its changelog offset then, and
+        # the writes sent and acknowledged since (``settled``).
+        self.live_from: dict[int, int] = {}
+        self.sent: dict[int, int] = {}
+        self.acked: dict[int, int] = {}
+
+    @property
+    def checkpoints(self) -> CheckpointDir | None:
+        found: CheckpointDir | None = getattr(self.table, "checkpoints", None)
+        return found
 
     @property
     def reader(self) -> ChangelogReader:
@@ -61,10 +80,14 @@ class EngineStore(Store[Any, Any]):
         return reader
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        pass  # the table has sent it to the changelog; the engine already holds it
+        # The table has sent it to the changelog (on the current event's partition); the
+        # engine already holds it. Counted, and kept for checkpoints if not a bucket.
+        partition = _current_partition()
+        self.sent[partition] = self.sent.get(partition, 0) + 1
+        self.reader.note_write(partition, key, value)
 
     def __delitem__(self, key: Any) -> None:
-        pass  # likewise, as a tombstone
+        self[key] = None  # likewise, as a tombstone
 
     def apply_changelog_batch(
         self,
@@ -74,11 +97,43 @@ class EngineStore(Store[Any, Any]):
     ) -> None:
         reader = self.reader
         for event in batch:
-            value = None if event.message.value is None else to_value(event.value)
-            reader.load_entry(event.message.partition, to_key(event.key), value)
+            message = event.message
+            value = None if message.value is None else to_value(event.value)
+            reader.load_entry(message.partition, to_key(event.key), value)
+            if message.offset > self.held_offsets.get(message.tp, -1):
+                self.held_offsets[message.tp] = message.offset
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         self.reader.recovery_completed({tp.partition for tp in active_tps})
+        topic = self.table.changelog_topic.get_topic_name()
+        for tp in active_tps:
+            if tp.topic == topic and tp.partition not in self.live_from:
+                self.live_from[tp.partition] = self.held_offsets.get(tp, -1)
+                self.sent[tp.partition] = self.acked[tp.partition] = 0
+
+    def moved_past(self, partition: int, offset: int | None) -> bool:
+        """Whether the live partition's state has changed since changelog ``offset``."""
+        if partition not in self.live_from:
+            return False
+        if self.sent.get(partition, 0) != self.acked.get(partition, 0):
+            return True
+        tp = TP(self.table.changelog_topic.get_topic_name(), partition)
+        return self.held_offsets.get(tp, -1) != offset
+
+    def settled(self, partition: int) -> int | None:
+        """The changelog offset up to which the changelog holds exactly the partition's
+        live engine, or None while that is not so: a write not acknowledged yet, or the
+        changelog grew by more than this worker's own writes since its engine went live
+        (another writer, such as a worker that still thought it owned the partition)."""
+        start = self.live_from.get(partition)
+        if start is None:
+            return None
+        acked = self.acked.get(partition, 0)
+        if self.sent.get(partition, 0) != acked:
+            return None
+        tp = TP(self.table.changelog_topic.get_topic_name(), partition)
+        end = self.held_offsets.get(tp, -1)
+        return end if end - start == acked else None
 
     async def on_rebalance(
         self,
@@ -97,9 +152,26 @@ class EngineStore(Store[Any, Any]):
         todo = {tp for tp in assigned if tp.topic == topic and tp.partition not in live}
         for tp in [tp for tp in self.held_offsets if tp not in assigned or tp in todo]:
             del self.held_offsets[tp]
+        for partition in [p for p in self.live_from if TP(topic, p) not in assigned]:
+            del self.live_from[partition]
+            self.sent.pop(partition, None)
+            self.acked.pop(partition, None)
         # A recovery cut short by this rebalance left half-read engines: read again whole.
         reader.forget_restoring({tp.partition for tp in todo})
-        ends = await changelog_read.read_partitions(self.app, todo, reader)
+        resume = {}
+        checkpoints = self.checkpoints
+        for tp in todo:
+            checkpoint = None if checkpoints is None else checkpoints.read(tp.partition)
+            if checkpoint is not None and reader.restore_checkpoint(checkpoint):
+                resume[tp] = checkpoint.offset + 1
+
+        def refused(tp: TP) -> None:
+            log.warning("%s[%d]: its checkpoint ends at %d, beyond the changelog's range; "
+                        "reading the changelog whole", tp.topic, tp.partition,
+                        resume[tp] - 1)  # fmt: skip
+            reader.forget_restoring({tp.partition})
+
+        ends = await changelog_read.read_partitions(self.app, todo, reader, resume, refused)
         for tp, end in ends.items():
             self.held_offsets[tp] = end - 1  # faust's convention: the last offset applied
 
@@ -112,6 +184,8 @@ class EngineStore(Store[Any, Any]):
         # has faust read only what comes after it (the engine is ahead of it anyway).
         if offset > self.held_offsets.get(tp, -1):
             self.held_offsets[tp] = offset
+        if tp.partition in self.live_from:
+            self.acked[tp.partition] = self.acked.get(tp.partition, 0) + 1
 
     def reset_state(self) -> None:
         pass
@@ -126,6 +200,15 @@ class EngineStore(Store[Any, Any]):
 
     def _clear(self) -> None:
         pass
+
+
+def _current_partition() -> int:
+    """The partition of faust's current event: the one the table writes to."""
+    event = faust_streams.current_event()
+    if event is None:
+        raise RuntimeError("a table write with no current event")
+    partition: int = event.message.partition
+    return partition
 
 
 def register() -> str:

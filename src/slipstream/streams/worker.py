@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import ssl
@@ -49,8 +50,9 @@ from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
 from slipstream.stack.process import StackError
-from slipstream.streams import batch_drain, engine_store, faust_fixes
+from slipstream.streams import batch_drain, checkpoints, engine_store, faust_fixes
 from slipstream.streams.batch_drain import SourceBatch
+from slipstream.streams.checkpoints import Checkpoint, CheckpointDir
 from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor, MessageRun
 from slipstream.streams.stall_guard import StallGuard
 from slipstream.streams.topics import ensure_topics
@@ -67,6 +69,9 @@ BATCH_WITHIN_S = 0.2
 YIELD_EVERY = 100  # records between two turns of the event loop within a batch
 PRODUCER_LINGER_S = 0.01
 BUDGET_FLUSH_INTERVAL_S = 5.0
+# How often partitions are looked at for a checkpoint (each is written at most once per
+# Settings.checkpoint_interval_s, and only when its state changed).
+CHECKPOINT_CHECK_S = 1.0
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a supervisor restarts the worker, which replays the batch
 
 
@@ -118,16 +123,38 @@ class EngineHost:
     engine alone holds its partition's state (the table keeps no copy: ``engine_store``)."""
 
     def __init__(
-        self, catalogue: Catalogue, on_restored: Callable[[int], None] = lambda entries: None
+        self,
+        catalogue: Catalogue,
+        on_restored: Callable[[int], None] = lambda entries: None,
+        on_checkpoint_restored: Callable[[int, int, int], None] = lambda p, offset, n: None,
     ) -> None:
         self.catalogue = catalogue
-        self.on_restored = on_restored  # entries restored, per partition made live
+        self.on_restored = on_restored  # changelog entries restored, per partition made live
+        # (partition, checkpoint offset, entries) per partition made live from a checkpoint
+        self.on_checkpoint_restored = on_checkpoint_restored
         self.engines: dict[int, PartitionEngine] = {}
         self.restoring: dict[int, PartitionEngine] = {}
         self.loaded: dict[int, int] = {}  # changelog entries read per restoring partition
+        # Per restoring partition restored from a checkpoint: (its offset, entries).
+        self.checkpointed: dict[int, tuple[int, int]] = {}
         self.unshown: set[int] = set()  # live, restored state not yet sent to the sinks
         # (partition, source topic) -> the highest offset the restored state absorbed.
         self.restored_offsets: dict[tuple[int, str], int] = {}
+        # Per partition, its table entries other than buckets as JSON text, as the
+        # changelog holds them (what a checkpoint stores beside the bucket rings).
+        self.entries: dict[int, dict[str, str]] = {}
+
+    def _keep_entry(self, partition: int, key: str, value: Any) -> None:
+        entries = self.entries.setdefault(partition, {})
+        if value is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = json.dumps(value, separators=(",", ":"))
+
+    def note_write(self, partition: int, key: str, value: Any) -> None:
+        """A table write (None: a delete) of a live partition, as sent to its changelog."""
+        if not key.startswith(f"{partition}|b|"):
+            self._keep_entry(partition, key, value)
 
     def load_entry(self, partition: int, key: str, value: Any) -> None:
         if partition in self.engines:
@@ -141,12 +168,36 @@ class EngineHost:
             else:  # the highest: a stale write may come after a newer one
                 previous = self.restored_offsets.get((partition, topic), -1)
                 self.restored_offsets[(partition, topic)] = max(previous, int(value))
+            self._keep_entry(partition, key, self.restored_offsets.get((partition, topic)))
             return
         engine = self.restoring.get(partition)
         if engine is None:
             engine = self.restoring[partition] = PartitionEngine(partition, self.catalogue)
+        if not key.startswith(f"{partition}|b|"):
+            self._keep_entry(partition, key, value)
         if engine.load_entry(key, value):
             self.loaded[partition] = self.loaded.get(partition, 0) + 1
+
+    def restore_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Start a restoring partition from its checkpoint (the changelog after it comes
+        next); False when it does not fit the catalogue's SLOs (read the changelog whole)."""
+        partition = checkpoint.partition
+        engine = PartitionEngine.from_bucket_image(partition, self.catalogue, checkpoint.buckets)
+        if engine is None:
+            return False
+        self.forget_restoring({partition})
+        self.restoring[partition] = engine
+        keys = list(checkpoint.entries)
+        self.load_entries(partition, keys, [json.loads(checkpoint.entries[k]) for k in keys])
+        self.loaded.pop(partition, None)  # entries of the checkpoint, not of the changelog
+        self.checkpointed[partition] = (checkpoint.offset, checkpoint.held)
+        return True
+
+    def checkpoint(self, partition: int, topic: str, offset: int) -> Checkpoint:
+        """The live partition's checkpoint at changelog ``offset`` (all its writes
+        acknowledged up to there); arrays shared with the engine: encode it at once."""
+        buckets = self.engines[partition].bucket_image()
+        return Checkpoint(topic, partition, offset, buckets, dict(self.entries.get(partition, {})))
 
     def load_entries(self, partition: int, keys: Sequence[Any], values: Sequence[Any]) -> None:
         """A batch of one partition's entries in changelog order (``changelog_read``): the
@@ -157,12 +208,15 @@ class EngineHost:
         offsets_prefix = f"{partition}{OFFSETS_KEY}"
         engine_keys: list[Any] = []
         engine_values: list[Any] = []
+        bucket_prefix = f"{partition}|b|"
         for key, value in zip(keys, values, strict=True):
             if key.startswith(offsets_prefix):
                 self.load_entry(partition, key, value)
-            else:
-                engine_keys.append(key)
-                engine_values.append(value)
+                continue
+            if not key.startswith(bucket_prefix):
+                self._keep_entry(partition, key, value)
+            engine_keys.append(key)
+            engine_values.append(value)
         if not engine_keys:
             return
         engine = self.restoring.get(partition)
@@ -180,6 +234,8 @@ class EngineHost:
         for p in partitions - set(self.engines):
             self.restoring.pop(p, None)
             self.loaded.pop(p, None)
+            self.checkpointed.pop(p, None)
+            self.entries.pop(p, None)
             for key in [k for k in self.restored_offsets if k[0] == p]:
                 del self.restored_offsets[key]
 
@@ -190,6 +246,8 @@ class EngineHost:
             else:
                 del self.restoring[partition]
                 self.loaded.pop(partition, None)
+                self.checkpointed.pop(partition, None)
+                self.entries.pop(partition, None)
 
     def engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
@@ -201,8 +259,15 @@ class EngineHost:
             self.engines[partition] = engine
             self.unshown.add(partition)
             loaded = self.loaded.pop(partition, 0)
-            if loaded:
+            checkpoint = self.checkpointed.pop(partition, None)
+            if checkpoint is not None:
+                log.info("partition %d: restored from its checkpoint at changelog offset %d "
+                         "(%d entries) and %d changelog entries after it", partition,
+                         checkpoint[0], checkpoint[1], loaded)  # fmt: skip
+                self.on_checkpoint_restored(partition, *checkpoint)
+            elif loaded:
                 log.info("partition %d: restored from %d changelog entries", partition, loaded)
+            if loaded:
                 self.on_restored(loaded)
         return engine
 
@@ -229,6 +294,8 @@ class EngineHost:
                 del self.restored_offsets[key]
             self.restoring.pop(p, None)
             self.loaded.pop(p, None)
+            self.checkpointed.pop(p, None)
+            self.entries.pop(p, None)
             self.unshown.discard(p)
             engine = self.engines.pop(p, None)
             if engine is not None:
@@ -317,9 +384,21 @@ class SloWorker:
         self.reread: dict[TP, int] = {}  # where to seek a partition to before going on
         self.ready: set[int] = set()  # owned partitions whose state is restored and shown
         self.codec = AvroCodec()
-        self.host = EngineHost(catalogue, metrics.restored_entries.inc)
+        # Per partition: the changelog offset of its last checkpoint (written or restored
+        # from) and when it was written (monotonic s).
+        self.checkpointed: dict[int, tuple[int, float]] = {}
+        self.host = EngineHost(catalogue, metrics.restored_entries.inc, self.checkpoint_restored)
         # Where engine_store sends the entries it recovers.
         self.table.changelog_reader = self.host  # type: ignore[attr-defined]
+        self.changelog_topic = self.table.changelog_topic.get_topic_name()
+        self.checkpoint_interval_s = settings.checkpoint_interval_s
+        self.checkpoints: CheckpointDir | None = None
+        if self.checkpoint_interval_s > 0:
+            self.checkpoints = CheckpointDir(datadir / "checkpoints", self.changelog_topic)
+        self.table.checkpoints = self.checkpoints  # type: ignore[attr-defined]
+        self.batch_running = False  # the engines are mid-change
+        self.checkpoint_lock = asyncio.Lock()
+        self.next_checkpoint_look = 0.0  # monotonic s
 
         # The source topics' records come to ``consume`` in batches (``batch_drain``), not
         # through an agent: faust's per-message path capped the worker at ~10-15 k
@@ -338,6 +417,8 @@ class SloWorker:
             ),
         )
         app.timer(REDIS_FLUSH_INTERVAL_S)(self.flush_redis)
+        if self.checkpoints is not None:
+            app.timer(min(CHECKPOINT_CHECK_S, self.checkpoint_interval_s))(self.write_checkpoints)
         app.timer(BUDGET_FLUSH_INTERVAL_S)(self.flush_budgets)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
@@ -347,6 +428,10 @@ class SloWorker:
         """One batch from ``batch_drain``, which acknowledges its records (all but those
         held) only when this returns: one at a time, so nothing is ever committed past
         an unfinished message (faust #606)."""
+        if self.checkpoints_due():
+            # Under steady load the timer never finds the engines between batches.
+            await self.write_checkpoints()
+        self.batch_running = True
         try:
             await self.handle_batch(batch)
         except asyncio.CancelledError:
@@ -360,6 +445,8 @@ class SloWorker:
                          len(batch), exc_info=True)  # fmt: skip
             logging.shutdown()
             os._exit(EXIT_BATCH_FAILED)
+        finally:
+            self.batch_running = False
 
     async def handle_batch(self, batch: SourceBatch) -> None:
         """Absorb a micro-batch record by record (consecutive single-request messages as
@@ -545,6 +632,63 @@ class SloWorker:
         if not self.redis_sink.flush():
             self.metrics.redis_flush_failures.inc()
 
+    def checkpoints_due(self) -> list[int]:
+        """Ready partitions whose state moved past their last checkpoint at least an
+        interval ago (one look per ``CHECKPOINT_CHECK_S`` at most)."""
+        now = time.monotonic()
+        if self.checkpoints is None or now < self.next_checkpoint_look:
+            return []
+        store = self.table.data
+        due = []
+        for partition in sorted(self.ready & set(self.host.engines)):
+            offset, written = self.checkpointed.get(partition, (None, -1e9))
+            moved = store.moved_past(partition, offset)  # type: ignore[attr-defined]
+            if moved and now - written >= self.checkpoint_interval_s:
+                due.append(partition)
+        return due
+
+    async def write_checkpoints(self) -> None:
+        """Checkpoint the partitions due. Between batches: the table writes in flight are
+        awaited first, so the changelog holds exactly each engine (``EngineStore.settled``).
+        Encoded at once (the engines move on after), written to disk in a thread. A
+        checkpoint that cannot be made now is tried again a little later; its failure
+        stops nothing (a restart reads more of the changelog)."""
+        due = self.checkpoints_due()
+        if not due or self.checkpoint_lock.locked() or self.batch_running:
+            return
+        async with self.checkpoint_lock:
+            self.next_checkpoint_look = time.monotonic() + CHECKPOINT_CHECK_S
+            await self.app.producer.flush()
+            for _ in range(3):
+                await asyncio.sleep(0)  # the acknowledgements' callbacks
+            store = self.table.data
+            assert self.checkpoints is not None
+            # One partition at a time: its copy of the rings is the only one in memory.
+            for partition in due:
+                if self.batch_running:
+                    return  # a batch started meanwhile (from the timer): later
+                settled = store.settled(partition)  # type: ignore[attr-defined]
+                if settled is None or partition not in self.host.engines:
+                    continue
+                # Encoded before any await: the image shares the engine's arrays.
+                taken = self.host.checkpoint(partition, self.changelog_topic, settled)
+                chunks = checkpoints.encode_chunks(taken)
+                try:
+                    await asyncio.to_thread(self.checkpoints.write_chunks, partition, chunks)
+                except OSError as exc:
+                    log.warning("checkpoint of partition %d not written: %s", partition, exc)
+                    continue
+                self.checkpointed[partition] = (settled, time.monotonic())
+                self.metrics.checkpoints_written.inc()
+                self.metrics.checkpoint_bytes.inc(sum(len(c) for c in chunks))
+                del chunks, taken
+
+    def checkpoint_restored(self, partition: int, offset: int, entries: int) -> None:
+        """A partition went live from its checkpoint at ``offset``: written again only
+        once the changelog has moved past it."""
+        self.metrics.checkpoint_entries.inc(entries)
+        self.checkpointed[partition] = (offset, -1e9)
+
     async def flush_budgets(self) -> None:
         self.stall_guard.check()
         # The newest state of SLOs whose last evaluation fell between two budget records.
@@ -574,6 +718,8 @@ class SloWorker:
             for key in [k for k in self.held if k[1] in gone]:
                 del self.held[key]
             self.state.forget(self.host.drop(gone))
+            for partition in gone:
+                self.checkpointed.pop(partition, None)
         self.metrics.partitions_assigned.set(len(owned))
         # Newly assigned partitions are ready when the recovery that follows completes.
         self.metrics.partitions_ready.set(len(self.ready & owned))
