@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import Request
 from slipstream.streams.checkpoints import (
     MAGIC,
+    MAX_AGE_MS,
     Checkpoint,
     CheckpointDir,
     CheckpointError,
     decode,
     encode,
 )
+from slipstream.streams.worker import EngineHost
 
 T0 = 1_795_000_000_000
 CATALOGUE = {"services": {
@@ -38,7 +41,12 @@ def checkpoint(topic: str = "g-slo-state-changelog", partition: int = 2) -> Chec
         engine.absorb(Request(f"r{offset}", service, "GET /", status, 5.0, T0 + offset * 10_000))
         engine.end()
     entries = {f"{partition}|p": '{"watermark_ms":1}', f"{partition}|o|slo.requests": "2"}
-    return Checkpoint(topic, partition, 41, engine.bucket_image(), entries)
+    slos = frozenset({("a", "avail"), ("b", "avail")})
+    return Checkpoint(topic, partition, 41, engine.bucket_image(), entries, slos, now_ms())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def test_what_is_written_is_read_back(tmp_path: Path) -> None:
@@ -49,6 +57,7 @@ def test_what_is_written_is_read_back(tmp_path: Path) -> None:
     assert read is not None
     assert (read.topic, read.partition, read.offset) == (original.topic, 2, 41)
     assert read.entries == original.entries
+    assert (read.slos, read.written_ms) == (original.slos, original.written_ms)
     assert read.buckets == original.buckets  # rings, floors, newest, cells alike
     # a: two 10 s buckets, one of 5 min, one of 1 h; b: one of each; and two entries
     assert read.held == original.held == 4 + 3 + 2
@@ -92,7 +101,41 @@ def test_a_new_checkpoint_replaces_the_old_one_whole(tmp_path: Path) -> None:
     store = CheckpointDir(tmp_path, "g-slo-state-changelog")
     store.write(checkpoint())
     newer = checkpoint()
-    newer = Checkpoint(newer.topic, 2, 99, newer.buckets, {})
+    newer = Checkpoint(newer.topic, 2, 99, newer.buckets, {}, newer.slos, now_ms())
     store.write(newer)
     read = store.read(2)
     assert read is not None and read.offset == 99 and read.entries == {}
+
+
+def test_a_checkpoint_older_than_half_the_tombstone_retention_is_not_used(tmp_path: Path) -> None:
+    """Past Kafka's delete.retention.ms the cleaner may have dropped tombstones written
+    after it: reading on from it would bring deleted entries back."""
+    store = CheckpointDir(tmp_path, "g-slo-state-changelog")
+    written = checkpoint()
+    store.write(written)
+    assert store.read(2, now_ms=written.written_ms + MAX_AGE_MS) is not None
+    assert store.read(2, now_ms=written.written_ms + MAX_AGE_MS + 1) is None
+
+
+def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    store = CheckpointDir(tmp_path, "g-slo-state-changelog")
+    orphan = tmp_path / "g-slo-state-changelog-1.checkpoint.999999999.tmp"  # > pid_max
+    mine = tmp_path / f"g-slo-state-changelog-2.checkpoint.{os.getpid()}.tmp"
+    other = tmp_path / "h-slo-state-changelog-1.checkpoint.999999999.tmp"
+    for path in (orphan, mine, other):
+        path.write_bytes(b"half")
+    assert store.remove_orphans() == 1
+    assert not orphan.exists() and mine.exists() and other.exists()
+
+
+def test_a_catalogue_with_an_slo_the_checkpoint_did_not_know_reads_the_changelog() -> None:
+    """Buckets of an SLO outside the catalogue are not kept in a checkpoint: were it put
+    back, its windows would come back empty, where the changelog still has them."""
+    written = checkpoint()
+    fewer = Checkpoint(written.topic, 2, written.offset, written.buckets, written.entries,
+                       frozenset({("a", "avail")}), written.written_ms)  # fmt: skip
+    host = EngineHost(parse_catalogue(CATALOGUE, "test"))
+    assert not host.restore_checkpoint(fewer)
+    assert host.restoring == {}
+    assert host.restore_checkpoint(written)
+    assert host.checkpointed == {2: (41, written.held)}

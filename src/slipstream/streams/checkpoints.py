@@ -25,6 +25,7 @@ import logging
 import os
 import struct
 import sys
+import time
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used (its reason says why)."""
 
 
+# Older checkpoints are not used: past Kafka's default delete.retention.ms (24 h) the log
+# cleaner may have removed tombstones written after the checkpoint, which reading on
+# from it would then never see. Half of it, for margin.
+MAX_AGE_MS = 12 * 3_600_000
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     topic: str  # the table's changelog topic
@@ -52,6 +59,10 @@ class Checkpoint:
     offset: int  # the last changelog offset it holds (-1: none)
     buckets: BucketImage
     entries: dict[str, str]  # the partition's other table entries, as JSON text
+    # Every SLO of the catalogue when it was written: buckets of an SLO outside it were
+    # not kept, so a catalogue that has an SLO more now cannot use it.
+    slos: frozenset[tuple[str, str]] = frozenset()
+    written_ms: int = 0  # wall clock
 
     @property
     def held(self) -> int:
@@ -60,12 +71,20 @@ class Checkpoint:
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
-    return b"".join(encode_chunks(checkpoint))
+    return b"".join(seal(encode_chunks(checkpoint)))
+
+
+def seal(chunks: list[bytes]) -> list[bytes]:
+    """The chunks with their CRC after them (computed off the event loop: ~1 GB/s)."""
+    crc = 0
+    for chunk in chunks:
+        crc = zlib.crc32(chunk, crc)
+    return [*chunks, _CRC.pack(crc)]
 
 
 def encode_chunks(checkpoint: Checkpoint) -> list[bytes]:
-    """The file as a list of pieces (the cells of each ring copied once, not joined: at
-    10 000 SLOs a partition's rings are ~100 MiB)."""
+    """The file but its CRC, as a list of pieces (the cells of each ring copied once, not
+    joined: at 10 000 SLOs a partition's rings are ~100 MiB)."""
     rings: list[list[Any]] = []
     cells: list[bytes] = []
     for (service, name), images in checkpoint.buckets.slos.items():
@@ -80,13 +99,9 @@ def encode_chunks(checkpoint: Checkpoint) -> list[bytes]:
         "offset": checkpoint.offset, "byteorder": sys.byteorder,
         "itemsize": array("q").itemsize, "newest_offset": checkpoint.buckets.newest_offset,
         "entries": checkpoint.entries, "slos": rings,
+        "catalogue": sorted(checkpoint.slos), "written_ms": checkpoint.written_ms,
     }, separators=(",", ":")).encode()  # fmt: skip
-    chunks = [MAGIC, _LENGTH.pack(len(header)), header, *cells]
-    crc = 0
-    for chunk in chunks:
-        crc = zlib.crc32(chunk, crc)
-    chunks.append(_CRC.pack(crc))
-    return chunks
+    return [MAGIC, _LENGTH.pack(len(header)), header, *cells]
 
 
 def decode(data: bytes) -> Checkpoint:
@@ -119,8 +134,9 @@ def decode(data: bytes) -> Checkpoint:
     if at != len(body):
         raise CheckpointError("cells do not match the header")
     buckets = BucketImage(header["newest_offset"], slos)
+    catalogue = frozenset((service, name) for service, name in header["catalogue"])
     return Checkpoint(header["topic"], header["partition"], header["offset"], buckets,
-                      header["entries"])  # fmt: skip
+                      header["entries"], catalogue, header["written_ms"])  # fmt: skip
 
 
 class CheckpointDir:
@@ -130,17 +146,26 @@ class CheckpointDir:
         self.root = root
         self.topic = topic
 
+    def remove_orphans(self) -> int:
+        """Delete temporary files left by processes killed while writing; how many."""
+        removed = 0
+        for path in self.root.glob(f"{self.topic}-*.checkpoint.*.tmp"):
+            pid = path.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def path(self, partition: int) -> Path:
         return self.root / f"{self.topic}-{partition}.checkpoint"
 
     def write(self, checkpoint: Checkpoint) -> int:
         """Write (replace) the partition's checkpoint; its size in bytes."""
-        chunks = encode_chunks(checkpoint)
-        self.write_chunks(checkpoint.partition, chunks)
-        return sum(len(c) for c in chunks)
+        return self.write_chunks(checkpoint.partition, encode_chunks(checkpoint))
 
-    def write_chunks(self, partition: int, chunks: list[bytes]) -> None:
-        """Write (replace) the partition's checkpoint, already encoded."""
+    def write_chunks(self, partition: int, chunks: list[bytes]) -> int:
+        """Write (replace) the partition's checkpoint from ``encode_chunks``; its size."""
+        chunks = seal(chunks)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(partition)
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -149,8 +174,9 @@ class CheckpointDir:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temporary, path)
+        return sum(len(c) for c in chunks)
 
-    def read(self, partition: int) -> Checkpoint | None:
+    def read(self, partition: int, now_ms: int | None = None) -> Checkpoint | None:
         """The partition's checkpoint, or None (none, or one that cannot be used: logged,
         and the next checkpoint replaces it)."""
         path = self.path(partition)
@@ -170,7 +196,23 @@ class CheckpointDir:
             log.warning("checkpoint %s is of %s[%d]; reading the changelog", path,
                         checkpoint.topic, checkpoint.partition)  # fmt: skip
             return None
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if now_ms - checkpoint.written_ms > MAX_AGE_MS:
+            log.warning("checkpoint %s is %.1f h old (the changelog may have lost tombstones "
+                        "since); reading the changelog",
+                        path, (now_ms - checkpoint.written_ms) / 3_600_000)  # fmt: skip
+            return None
         return checkpoint
 
     def remove(self, partition: int) -> None:
         self.path(partition).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

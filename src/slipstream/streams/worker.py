@@ -182,8 +182,17 @@ class EngineHost:
         """Start a restoring partition from its checkpoint (the changelog after it comes
         next); False when it does not fit the catalogue's SLOs (read the changelog whole)."""
         partition = checkpoint.partition
+        added = self.catalogue_slos() - checkpoint.slos
+        if added:
+            # Their buckets, if the changelog has any, were not kept: read it whole.
+            log.info("partition %d: the catalogue has %d SLOs its checkpoint did not know "
+                     "(%s, …); reading the changelog whole", partition, len(added),
+                     "/".join(sorted(added)[0]))  # fmt: skip
+            return False
         engine = PartitionEngine.from_bucket_image(partition, self.catalogue, checkpoint.buckets)
         if engine is None:
+            log.info("partition %d: an SLO's windows changed since its checkpoint; reading "
+                     "the changelog whole", partition)  # fmt: skip
             return False
         self.forget_restoring({partition})
         self.restoring[partition] = engine
@@ -197,7 +206,12 @@ class EngineHost:
         """The live partition's checkpoint at changelog ``offset`` (all its writes
         acknowledged up to there); arrays shared with the engine: encode it at once."""
         buckets = self.engines[partition].bucket_image()
-        return Checkpoint(topic, partition, offset, buckets, dict(self.entries.get(partition, {})))
+        entries = dict(self.entries.get(partition, {}))
+        return Checkpoint(topic, partition, offset, buckets, entries, self.catalogue_slos(),
+                          now_ms())  # fmt: skip
+
+    def catalogue_slos(self) -> frozenset[tuple[str, str]]:
+        return frozenset((slo.service, slo.name) for slo in self.catalogue.all_slos())
 
     def load_entries(self, partition: int, keys: Sequence[Any], values: Sequence[Any]) -> None:
         """A batch of one partition's entries in changelog order (``changelog_read``): the
@@ -387,6 +401,8 @@ class SloWorker:
         # Per partition: the changelog offset of its last checkpoint (written or restored
         # from) and when it was written (monotonic s).
         self.checkpointed: dict[int, tuple[int, float]] = {}
+        # Per partition: when a checkpoint was last tried and could not be taken.
+        self.checkpoint_tried: dict[int, float] = {}
         self.host = EngineHost(catalogue, metrics.restored_entries.inc, self.checkpoint_restored)
         # Where engine_store sends the entries it recovers.
         self.table.changelog_reader = self.host  # type: ignore[attr-defined]
@@ -395,6 +411,7 @@ class SloWorker:
         self.checkpoints: CheckpointDir | None = None
         if self.checkpoint_interval_s > 0:
             self.checkpoints = CheckpointDir(datadir / "checkpoints", self.changelog_topic)
+            self.checkpoints.remove_orphans()
         self.table.checkpoints = self.checkpoints  # type: ignore[attr-defined]
         self.batch_running = False  # the engines are mid-change
         self.checkpoint_lock = asyncio.Lock()
@@ -431,12 +448,14 @@ class SloWorker:
         if self.checkpoints_due():
             # Under steady load the timer never finds the engines between batches.
             await self.write_checkpoints()
-        self.batch_running = True
+        self.batch_running, cancelled = True, False
         try:
             await self.handle_batch(batch)
         except asyncio.CancelledError:
             # Stopped mid-batch (SIGTERM, a crash elsewhere): nothing of it is acknowledged
-            # and the batch is read again.
+            # and the batch is read again. The engines stay "mid-change": no checkpoint of
+            # what it absorbed but never wrote.
+            cancelled = True
             raise
         except Exception:
             # Exit at once: a restart replays the batch, none of it acknowledged (an error
@@ -446,7 +465,7 @@ class SloWorker:
             logging.shutdown()
             os._exit(EXIT_BATCH_FAILED)
         finally:
-            self.batch_running = False
+            self.batch_running = cancelled
 
     async def handle_batch(self, batch: SourceBatch) -> None:
         """Absorb a micro-batch record by record (consecutive single-request messages as
@@ -642,8 +661,10 @@ class SloWorker:
         due = []
         for partition in sorted(self.ready & set(self.host.engines)):
             offset, written = self.checkpointed.get(partition, (None, -1e9))
-            moved = store.moved_past(partition, offset)  # type: ignore[attr-defined]
-            if moved and now - written >= self.checkpoint_interval_s:
+            last = max(written, self.checkpoint_tried.get(partition, -1e9))
+            if now - last < self.checkpoint_interval_s:
+                continue
+            if store.moved_past(partition, offset):  # type: ignore[attr-defined]
                 due.append(partition)
         return due
 
@@ -669,18 +690,21 @@ class SloWorker:
                     return  # a batch started meanwhile (from the timer): later
                 settled = store.settled(partition)  # type: ignore[attr-defined]
                 if settled is None or partition not in self.host.engines:
+                    self.checkpoint_tried[partition] = time.monotonic()  # an interval on
                     continue
                 # Encoded before any await: the image shares the engine's arrays.
                 taken = self.host.checkpoint(partition, self.changelog_topic, settled)
                 chunks = checkpoints.encode_chunks(taken)
                 try:
-                    await asyncio.to_thread(self.checkpoints.write_chunks, partition, chunks)
+                    size = await asyncio.to_thread(self.checkpoints.write_chunks, partition,
+                                                   chunks)  # fmt: skip
                 except OSError as exc:
                     log.warning("checkpoint of partition %d not written: %s", partition, exc)
+                    self.checkpoint_tried[partition] = time.monotonic()
                     continue
                 self.checkpointed[partition] = (settled, time.monotonic())
                 self.metrics.checkpoints_written.inc()
-                self.metrics.checkpoint_bytes.inc(sum(len(c) for c in chunks))
+                self.metrics.checkpoint_bytes.inc(size)
                 del chunks, taken
 
     def checkpoint_restored(self, partition: int, offset: int, entries: int) -> None:
@@ -720,6 +744,11 @@ class SloWorker:
             self.state.forget(self.host.drop(gone))
             for partition in gone:
                 self.checkpointed.pop(partition, None)
+                self.checkpoint_tried.pop(partition, None)
+                if self.checkpoints is not None:
+                    # Another worker owns it now: a checkpoint of it would only age here
+                    # (Kafka Streams likewise cleans up the state of tasks it gave away).
+                    self.checkpoints.remove(partition)
         self.metrics.partitions_assigned.set(len(owned))
         # Newly assigned partitions are ready when the recovery that follows completes.
         self.metrics.partitions_ready.set(len(self.ready & owned))
