@@ -60,6 +60,11 @@ def consumer_group(namespace: str) -> str:
     return topic_name(namespace, CONSUMER_GROUP)
 
 
+def changelog_topic(group: str) -> str:
+    """The worker's state changelog, as faust names it after the group (its app id)."""
+    return f"{group}-{STATE_TABLE}-changelog"
+
+
 def redis_key(namespace: str, *parts: str) -> str:
     """``slipstream:[{namespace}:]part:part…`` as DESIGN.md lays it out."""
     head = [REDIS_PREFIX, namespace] if namespace else [REDIS_PREFIX]

@@ -24,15 +24,22 @@ def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Set
     assert result["latency"]["90%"]["background_events_per_s"] > 0
     (memory,) = result["memory"]
     assert memory["slos"] == 100 and memory["kib_per_slo"] > 0
+    whole = result["worker_memory"]
+    assert whole["slos"] == 100 and whole["entries"] >= 100 * 1_700  # every SLO's buckets
+    assert whole["rss_mib"] > whole["bare_rss_mib"] > 0
     recovery = result["recovery"]
     assert recovery["records"] >= 20_000 and recovery["slos"] >= 2
     assert recovery["restart_to_first_event_s"] > 0 and recovery["b1_read_s"] > 0
     assert recovery["worker_rss_mib"] > 0
+    # The restart resumed from checkpoints; the cold one read the whole changelog.
+    assert recovery["checkpoint_entries"] > 0 and recovery["cold_restart_s"] > 0
+    assert recovery["cold_restored_entries"] >= recovery["records"]
     text = report(result)
     for heading in (
         "## Throughput",
         "## Alert latency",
         "## Memory per SLO",
+        "## A whole worker",
         "## Recovery",
         "P / B3",
     ):

@@ -27,6 +27,7 @@ from slipstream.bench.load import EVENT_RATE, SHAPES, Load, preload, write_catal
 from slipstream.bench.memory import measure_in_subprocess
 from slipstream.bench.pipeline import consumed, run_pipeline, worker_settings
 from slipstream.bench.recovery import run_recovery
+from slipstream.bench.worker_memory import measure_worker
 from slipstream.catalogue_file import load_catalogue
 from slipstream.settings import Settings
 from slipstream.slo.catalogue import Catalogue
@@ -151,6 +152,15 @@ def run_perf(
         for size in memory_sizes:
             say(f"[memory] {size:,} SLOs with full 30-day windows …")
             result["memory"].append(measure_in_subprocess(size))
+        whole = max(memory_sizes)
+        say(f"[memory] a whole worker holding {whole:,} SLOs with full windows …")
+        held = measure_worker(settings, whole, workdir, metrics_port)
+        namespaces.extend(held.namespaces)
+        groups.extend(held.groups)
+        result["worker_memory"] = {
+            "slos": held.slos, "entries": held.entries, "rss_mib": held.rss_mib,
+            "bare_rss_mib": held.bare_rss_mib, "kib_per_slo": held.kib_per_slo,
+        }  # fmt: skip
         say(f"[recovery] kill -9 and restart on a changelog of {recovery_records:,} records …")
         run = run_recovery(settings, recovery_records, workdir, metrics_port)
         namespaces.append(run.namespace)
@@ -275,6 +285,7 @@ def report(result: dict[str, Any]) -> str:
             f"P / B0 = {s['P_over_B0']:.3f}, worker peak RSS {s['worker_peak_rss_mib']:.0f} MiB"
         )
     lines += _latency_lines(result.get("latency", {})) + _memory_lines(result.get("memory", []))
+    lines += _worker_memory_lines(result.get("worker_memory"))
     lines += _recovery_lines(result.get("recovery"))
     lines += [
         "",
@@ -301,6 +312,22 @@ def _latency_lines(levels: dict[str, Any]) -> list[str]:
     if "p99" in half:
         met = "met" if half["p99"] <= 1.0 else "NOT met"
         lines += ["", f"- p99 at 50 % load: **{half['p99']:.2f} s** (target <= 1 s: {met})"]
+    return lines
+
+
+def _worker_memory_lines(w: dict[str, Any] | None) -> list[str]:
+    if not w:
+        return []
+    lines = ["", "## A whole worker holding the SLOs (full 30-day windows, from local "
+             "checkpoints)", "",
+             "| SLOs | table entries held | worker RSS MiB | same worker, no state, MiB | "
+             "KiB per SLO |", "|---|---|---|---|---|",
+             f"| {w['slos']:,} | {w['entries']:,} | {w['rss_mib']:,.0f} | "
+             f"{w['bare_rss_mib']:,.0f} | {w['kib_per_slo']:,.0f} |"]  # fmt: skip
+    if w["slos"] >= 10_000:
+        met = "met" if w["rss_mib"] < 1024 else "NOT met"
+        lines += ["", f"- {w['slos']:,} SLOs in one worker: **{w['rss_mib']:,.0f} MiB** RSS "
+                  f"(target < 1 GiB: {met})"]  # fmt: skip
     return lines
 
 

@@ -53,6 +53,7 @@ from slipstream.streams.topics import ensure_topics
 _RESTORED = (f"{conventions.METRIC_CHANGELOG_RESTORED}_total", ())
 _FROM_CHECKPOINTS = (f"{conventions.METRIC_CHECKPOINT_RESTORED}_total", ())
 _CHECKPOINTS_WRITTEN = ("slipstream_checkpoints_written_total", ())
+_NAMES = (_RESTORED[0], _FROM_CHECKPOINTS[0], _CHECKPOINTS_WRITTEN[0])  # not every SLO's series
 TRICKLE_S = 0.05  # one new event this often while the worker starts and restarts
 COMMIT_WAIT_S = 4.0  # longer than faust's commit interval (2.8 s)
 # How often /metrics is read while waiting for the first event: the figure's resolution
@@ -136,7 +137,7 @@ def run_recovery(
     group = f"bench-r-{tag}"
     child = worker_settings(settings, f"bench-{tag}-recovery", catalogue_path, group, port)
     child = child.replace(instance_id=f"{group}-0")  # static membership: see Settings
-    changelog_topic = f"{group}-{conventions.STATE_TABLE}-changelog"
+    changelog_topic = conventions.changelog_topic(group)
     written = write_changelog(settings.kafka_bootstrap, changelog_topic, settings.partitions, slos)
     changelog = Load("changelog", child.namespace, changelog_topic,
                      settings.partitions, written, written, 0, 0.0)  # fmt: skip
@@ -150,17 +151,17 @@ def run_recovery(
     checkpoints = Path(child.stack_dir) / "worker" / child.namespace / "checkpoints"
     with Trickle(settings.kafka_bootstrap, requests, services):
         with worker_process(child, log, loglevel="warning") as proc:
-            _wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
+            wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
             _wait_checkpoints(child.metrics_addr, settings.partitions, proc, timeout_s, log)
             time.sleep(COMMIT_WAIT_S)  # offsets committed: the restart resumes from them
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         started = time.perf_counter()
         with worker_process(child, log, loglevel="warning") as proc:
-            _wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
+            wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
             elapsed = time.perf_counter() - started
             rss = status_kib("VmRSS", proc.pid) / 1024
-            metrics = scrape(child.metrics_addr)
+            metrics = scrape(child.metrics_addr, names=_NAMES)
             restored = int(metrics.get(_RESTORED, 0))
             from_checkpoints = int(metrics.get(_FROM_CHECKPOINTS, 0))
             time.sleep(COMMIT_WAIT_S)
@@ -169,9 +170,9 @@ def run_recovery(
         shutil.rmtree(checkpoints)  # a new machine
         started = time.perf_counter()
         with worker_process(child, log, loglevel="warning") as proc:
-            _wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
+            wait_consumed(child.metrics_addr, 1, proc, timeout_s, log)
             cold_elapsed = time.perf_counter() - started
-            cold_restored = int(scrape(child.metrics_addr).get(_RESTORED, 0))
+            cold_restored = int(scrape(child.metrics_addr, names=_NAMES).get(_RESTORED, 0))
     # A restart that skipped its state would look fast: the restored entries are checked
     # (the bench's changelog fits in one segment, so the log cleaner compacts none of it;
     # a checkpoint holds the buckets still within the windows: all but a few expired).
@@ -221,7 +222,7 @@ def _wait_checkpoints(
 ) -> None:
     """Until the worker has written a checkpoint of each partition."""
     deadline = time.monotonic() + timeout_s
-    while int(scrape(addr).get(_CHECKPOINTS_WRITTEN, 0)) < partitions:
+    while int(scrape(addr, names=_NAMES).get(_CHECKPOINTS_WRITTEN, 0)) < partitions:
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited ({proc.returncode}); see {log}")
         if time.monotonic() > deadline:
@@ -229,7 +230,7 @@ def _wait_checkpoints(
         time.sleep(POLL_S)
 
 
-def _wait_consumed(
+def wait_consumed(
     addr: str, messages: int, proc: subprocess.Popen[bytes], timeout_s: float, log: Path
 ) -> None:
     deadline = time.monotonic() + timeout_s

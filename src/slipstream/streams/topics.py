@@ -47,8 +47,19 @@ class TopicAdminError(RuntimeError):
 TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
-def ensure_topics(settings: Settings) -> list[str]:
-    """Create the missing topics; return the names created. Existing ones are left as they are.
+def worker_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The project's topics and the worker's state changelog. faust would create the
+    changelog itself at start, but a topic created after the group's metadata snapshot
+    has 0 partitions in it, and the first table write then failed faust's partition
+    check ("has 0 partitions"), ending a brand-new worker at its first batch."""
+    group = settings.consumer_group or conventions.consumer_group(settings.namespace)
+    changelog = TopicSpec(conventions.changelog_topic(group), settings.partitions, True)
+    return [*topic_specs(settings), changelog]
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create the missing topics (``topic_specs`` unless given); return the names created.
+    Existing ones are left as they are.
 
     Returns once the new topics are in the broker's metadata with a leader for
     every partition, so a producer or consumer can use them straight away.
@@ -64,7 +75,7 @@ def ensure_topics(settings: Settings) -> list[str]:
                 "replication_factor": -1,
                 "configs": {"cleanup.policy": "compact"} if s.compacted else {},
             }
-            for s in topic_specs(settings)
+            for s in (topic_specs(settings) if specs is None else specs)
             if s.name not in existing
         }
         if not wanted:

@@ -55,7 +55,7 @@ from slipstream.streams.batch_drain import SourceBatch
 from slipstream.streams.checkpoints import Checkpoint, CheckpointDir
 from slipstream.streams.ingest import DeadLetter, Ingested, Ingestor, MessageRun
 from slipstream.streams.stall_guard import StallGuard
-from slipstream.streams.topics import ensure_topics
+from slipstream.streams.topics import ensure_topics, worker_topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -829,7 +829,8 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     uvloop = use_uvloop()
     catalogue = load_catalogue(settings.catalogue or None)
-    created = ensure_topics(settings)  # fails with the reason on refused credentials
+    # Fails with the reason on refused credentials.
+    created = ensure_topics(settings, worker_topic_specs(settings))
     check_redis_access(settings)
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
