@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -139,6 +141,11 @@ def follow_alerts(settings: Settings, since_ms: int | None, as_json: bool) -> in
     consumer = KafkaConsumer(**kafka_options(settings), enable_auto_commit=False,
                              client_id="slipstream-cli-follow")  # fmt: skip
     codec = AvroCodec()
+    # Ctrl-C or SIGTERM ends the loop between polls. A KeyboardInterrupt raised inside the
+    # client could leave one of its locks held, and its close() then waited for ever.
+    interrupted = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: interrupted.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
@@ -149,7 +156,7 @@ def follow_alerts(settings: Settings, since_ms: int | None, as_json: bool) -> in
             consumer.seek_to_end(*tps)
         else:
             consumer.seek_to_beginning(*tps)
-        while True:
+        while not interrupted.is_set():
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
                     try:
@@ -159,9 +166,10 @@ def follow_alerts(settings: Settings, since_ms: int | None, as_json: bool) -> in
                     if since_ms is not None and r["event_time_ms"] < since_ms:
                         continue
                     print(json.dumps(r) if as_json else alert_line(r), flush=True)
-    except KeyboardInterrupt:
         return EXIT_OK
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         consumer.close()
 
 
