@@ -4,8 +4,9 @@ options (SASL/SCRAM over TLS for Kafka, an ACL user over TLS for Redis)."""
 from __future__ import annotations
 
 import logging
+import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -93,13 +94,24 @@ _KAFKA_CAUSES = (
 
 
 class _ErrorRecorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    def __init__(self, level: int = logging.ERROR) -> None:
+        super().__init__(level)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if len(self.messages) < 200:
             self.messages.append(record.getMessage())
+
+
+# The broker answers a refused SASL login and closes the connection ~100 ms later; over
+# TLS kafka-python sometimes handles the close before the answer ("socket disconnected",
+# the answer's bytes "received by closed connection") and never logs the refusal. A
+# connection lost right after a SaslAuthenticate request is then the refused login.
+_SASL_SENT = "SaslAuthenticateRequest"
+_LOST = "socket disconnected"
+_SASL_LOST_CAUSE = ("authentication failed for user {user!r} ({mechanism}): the broker closed "
+                    "the connection at the SASL login; check kafka_username and the password "
+                    "(SLIPSTREAM_KAFKA_PASSWORD or _FILE)")  # fmt: skip
 
 
 @contextmanager
@@ -110,11 +122,23 @@ def explained_kafka_access(settings: Settings) -> Iterator[None]:
     recorder = _ErrorRecorder()
     logger = logging.getLogger("kafka")
     logger.addHandler(recorder)
+    # The connection's requests, at debug level, kept here only: not passed on to the
+    # application's handlers (they would print them), nor anywhere else.
+    requests = _ErrorRecorder(logging.DEBUG)
+    connection = logging.getLogger("kafka.net.connection")
+    saved = connection.level, connection.propagate
+    if settings.kafka_sasl:
+        connection.addHandler(requests)
+        connection.setLevel(logging.DEBUG)
+        connection.propagate = False
     try:
         yield
     except Exception as exc:
-        seen = "\n".join(recorder.messages)
-        for marker, explanation in _KAFKA_CAUSES:
+        seen = "\n".join(recorder.messages + requests.messages)
+        causes = list(_KAFKA_CAUSES)
+        if _sasl_login_lost(requests.messages):
+            causes.append((_SASL_SENT, _SASL_LOST_CAUSE))
+        for marker, explanation in causes:
             if marker in seen:
                 why = explanation.format(user=settings.kafka_username,
                                          mechanism=settings.kafka_sasl_mechanism)  # fmt: skip
@@ -122,6 +146,27 @@ def explained_kafka_access(settings: Settings) -> Iterator[None]:
         raise
     finally:
         logger.removeHandler(recorder)
+        connection.removeHandler(requests)
+        connection.setLevel(saved[0])
+        connection.propagate = saved[1]
+
+
+def _sasl_login_lost(messages: Sequence[str]) -> bool:
+    """A connection was lost while a SaslAuthenticate request of it awaited its answer
+    (see _SASL_SENT), in the connection's debug messages, in order."""
+    pending: str | None = None
+    for message in messages:
+        sent = _REQUEST.search(message)
+        if sent is not None:
+            pending = sent.group(1) if sent.group(2) == _SASL_SENT else None
+        elif pending is not None and f": Response {pending} (" in message:
+            pending = None
+        elif pending is not None and _LOST in message:
+            return True
+    return False
+
+
+_REQUEST = re.compile(r" Request (\d+): (\w+)\(")
 
 
 def check_redis_access(settings: Settings) -> None:
