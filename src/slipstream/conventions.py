@@ -38,6 +38,7 @@ METRIC_WORKER_INFO: Final = "slipstream_worker"  # info: prometheus adds _info
 METRIC_CHANGELOG_RESTORED: Final = "slipstream_changelog_entries_restored"
 # counter: table entries restored from local checkpoints (streams/checkpoints.py)
 METRIC_CHECKPOINT_RESTORED: Final = "slipstream_checkpoint_entries_restored"
+METRIC_CHECKPOINTS_WRITTEN: Final = "slipstream_checkpoints_written"  # counter
 
 
 def topic_name(namespace: str, base: str) -> str:

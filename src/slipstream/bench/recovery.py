@@ -52,7 +52,7 @@ from slipstream.streams.topics import ensure_topics
 
 _RESTORED = (f"{conventions.METRIC_CHANGELOG_RESTORED}_total", ())
 _FROM_CHECKPOINTS = (f"{conventions.METRIC_CHECKPOINT_RESTORED}_total", ())
-_CHECKPOINTS_WRITTEN = ("slipstream_checkpoints_written_total", ())
+_CHECKPOINTS_WRITTEN = (f"{conventions.METRIC_CHECKPOINTS_WRITTEN}_total", ())
 _NAMES = (_RESTORED[0], _FROM_CHECKPOINTS[0], _CHECKPOINTS_WRITTEN[0])  # not every SLO's series
 TRICKLE_S = 0.05  # one new event this often while the worker starts and restarts
 COMMIT_WAIT_S = 4.0  # longer than faust's commit interval (2.8 s)

@@ -112,7 +112,7 @@ class WorkerMetrics:
             registry=registry,
         )
         self.checkpoints_written = Counter(
-            "slipstream_checkpoints_written",
+            conventions.METRIC_CHECKPOINTS_WRITTEN,
             "Local checkpoints of a partition's state written.",
             registry=registry,
         )

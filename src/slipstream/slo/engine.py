@@ -138,6 +138,11 @@ class BucketImage:
         return sum(ring.held for rings in self.slos.values() for ring in rings)
 
 
+def bucket_prefix(partition: int) -> str:
+    """How the table keys of a partition's buckets begin (the other keys do not)."""
+    return f"{partition}|b|"
+
+
 def windows_for(slo: Slo) -> set[int]:
     needed = set(REPORTED_WINDOWS_MS.values()) | {slo.period_ms}
     for tier in slo.tiers:
@@ -181,7 +186,7 @@ class PartitionEngine:
     # -- keys of the changelog table ----------------------------------------------------
 
     def _bucket_key(self, service: str, slo: str, res: int, index: int) -> str:
-        return f"{self.partition}|b|{service}|{slo}|{RES_CODE[res]}|{index}"
+        return f"{bucket_prefix(self.partition)}{service}|{slo}|{RES_CODE[res]}|{index}"
 
     def _state_key(self, service: str, slo: str) -> str:
         return f"{self.partition}|s|{service}|{slo}"
@@ -703,13 +708,13 @@ class PartitionEngine:
         this partition's. A changelog holds an SLO's buckets one after another: its windows
         are looked up once per run of them, not once per bucket (the catalogue lookup and
         the runtime were a third of a restore's time)."""
-        bucket_prefix = f"{self.partition}|b|"
+        buckets = bucket_prefix(self.partition)
         used = 0
         current: tuple[str, str] | None = None
         windows: WindowCounts | None = None
         newest = self.newest_offset
         for key, value in zip(keys, values, strict=True):
-            if not key.startswith(bucket_prefix):
+            if not key.startswith(buckets):
                 used += self.load_entry(key, value)
                 continue
             used += 1

@@ -48,7 +48,7 @@ from slipstream.sinks.records import (
 from slipstream.sinks.redis_sink import RedisStateSink
 from slipstream.sinks.state import InMemoryStateSink
 from slipstream.slo.catalogue import Catalogue
-from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine
+from slipstream.slo.engine import BudgetSnapshot, MessageResult, PartitionEngine, bucket_prefix
 from slipstream.stack.process import StackError
 from slipstream.streams import batch_drain, checkpoints, engine_store, faust_fixes
 from slipstream.streams.batch_drain import SourceBatch
@@ -153,7 +153,7 @@ class EngineHost:
 
     def note_write(self, partition: int, key: str, value: Any) -> None:
         """A table write (None: a delete) of a live partition, as sent to its changelog."""
-        if not key.startswith(f"{partition}|b|"):
+        if not key.startswith(bucket_prefix(partition)):
             self._keep_entry(partition, key, value)
 
     def load_entry(self, partition: int, key: str, value: Any) -> None:
@@ -173,7 +173,7 @@ class EngineHost:
         engine = self.restoring.get(partition)
         if engine is None:
             engine = self.restoring[partition] = PartitionEngine(partition, self.catalogue)
-        if not key.startswith(f"{partition}|b|"):
+        if not key.startswith(bucket_prefix(partition)):
             self._keep_entry(partition, key, value)
         if engine.load_entry(key, value):
             self.loaded[partition] = self.loaded.get(partition, 0) + 1
@@ -222,12 +222,12 @@ class EngineHost:
         offsets_prefix = f"{partition}{OFFSETS_KEY}"
         engine_keys: list[Any] = []
         engine_values: list[Any] = []
-        bucket_prefix = f"{partition}|b|"
+        buckets = bucket_prefix(partition)
         for key, value in zip(keys, values, strict=True):
             if key.startswith(offsets_prefix):
                 self.load_entry(partition, key, value)
                 continue
-            if not key.startswith(bucket_prefix):
+            if not key.startswith(buckets):
                 self._keep_entry(partition, key, value)
             engine_keys.append(key)
             engine_values.append(value)
