@@ -12,7 +12,19 @@ import random
 import pytest
 
 from slipstream.bench.correlation import TUNING_SEEDS, pooled, run_seed
-from slipstream.bench.world import SLO_NAME, T0, Tally, binomial, make_world, poisson, tallies
+from slipstream.bench.correlation_explain import explain, explained_lines
+from slipstream.bench.world import (
+    SLO_NAME,
+    T0,
+    Tally,
+    binomial,
+    deploy_events,
+    make_world,
+    poisson,
+    tallies,
+)
+from slipstream.slo.correlation import Verdict
+from slipstream.slo.deploys import Impact
 from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import Deploy, Request
 
@@ -78,7 +90,8 @@ def test_a_tally_is_absorbed_exactly_as_its_events_one_by_one() -> None:
 
 def test_ci_smoke_run_keeps_floors_well_above_the_baselines() -> None:
     """Six tuning worlds of six hours each, scored like the reporting run."""
-    summary = pooled([run_seed(seed, 6) for seed in TUNING_SEEDS[:6]])
+    results = [run_seed(seed, 6, explain=True) for seed in TUNING_SEEDS[:6]]
+    summary = pooled(results)
     assert summary["detectable_bad_deploys"] >= 5  # enough to mean something
     best_baseline = max(b["f1"] for b in summary["baselines"].values())
     assert summary["precision"] >= 0.85
@@ -87,3 +100,55 @@ def test_ci_smoke_run_keeps_floors_well_above_the_baselines() -> None:
     assert summary["false_blame_external"] <= 0.2
     # Deterministic: the same seeds give the same figures.
     assert run_seed(TUNING_SEEDS[0], 6) == run_seed(TUNING_SEEDS[0], 6)
+    # --explain lists exactly the errors the scores count, each with its truth and verdicts.
+    ours = [r["methods"]["slipstream"] for r in results]
+    explained = [e for r in results for e in r["explained"]]
+    assert sum(e["kind"] == "false" for e in explained) == sum(
+        m["predicted"] - m["true_positive"] for m in ours
+    )
+    missed = sum(r["detectable_bad_deploys"] for r in results) - sum(m["detected"] for m in ours)
+    assert sum(e["kind"] == "missed" for e in explained) == missed
+    wrong = [e for e in explained if e["kind"] == "false"]
+    assert all(e["verdicts"].get("ATTRIBUTED") is not None for e in wrong)
+    assert len(explained_lines(explained)) == 2 * len(explained)
+
+
+def test_explain_lists_a_false_attribution_and_a_miss_with_what_was_around_them() -> None:
+    world = make_world(3, 24)
+    good = next(d for d in world.deploys if not d.bad)
+    bad = next(d for d in world.deploys if d.bad and d.expected_excess >= 20)
+    phase = next(e for e in deploy_events(good) if e.phase == "started")
+    evidence = {"method": "before_after", "onset": "at the switch", "rate_ratio": 2.345678,
+                "controls": {"usable": 7, "degraded": 0}, "unlisted": 1}  # fmt: skip
+    impacts = [
+        Impact(phase, SLO_NAME, Verdict("SUSPECTED", 0.5), 0.0, good.start_ms + 60_000, {}),
+        Impact(phase, SLO_NAME, Verdict("ATTRIBUTED", 0.95), 0.01, good.start_ms + 150_000,
+               evidence),
+        Impact(phase, SLO_NAME, Verdict("ATTRIBUTED", 0.95), 0.01, good.start_ms + 999 * 60_000,
+               {}),  # too late to count, as in the scores
+    ]  # fmt: skip
+    entries = explain(world, 3, impacts, {good.deploy_id}, {bad.deploy_id}, 2 * 3_600_000)
+    assert [(e["kind"], e["deploy"]) for e in entries] == sorted(
+        [("false", good.deploy_id), ("missed", bad.deploy_id)],
+        key=lambda kd: next(d.start_ms for d in world.deploys if d.deploy_id == kd[1]),
+    )
+    wrong = next(e for e in entries if e["kind"] == "false")
+    assert wrong["verdicts"] == {"SUSPECTED": 1.0, "ATTRIBUTED": 2.5}
+    assert wrong["evidence"] == {
+        "method": "before_after",
+        "onset": "at the switch",
+        "rate_ratio": 2.35,
+        "controls": {"usable": 7, "degraded": 0},
+    }
+    missed = next(e for e in entries if e["kind"] == "missed")
+    assert missed["verdicts"] == {} and missed["last_verdict"] is None
+    assert missed["ratio"] == round(bad.ratio, 1) and missed["onset"] == bad.onset
+    for e, d in ((wrong, good), (missed, bad)):  # its service's incidents near it, no other
+        near = [
+            i
+            for i in world.incidents
+            if d.service in i.services and -10 <= (i.start_ms - d.start_ms) / 60_000 < 120
+        ]
+        assert len(e["incidents"]) == len(near)  # fmt: skip
+    lines = explained_lines(entries)
+    assert len(lines) == 4 and sum(line.startswith("- seed 3 FALSE") for line in lines) == 1

@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 from slipstream.bench.correlation import (
@@ -17,6 +19,7 @@ from slipstream.bench.correlation import (
     pooled,
     run_seed,
 )
+from slipstream.bench.correlation_explain import DIAGNOSIS_SEEDS, explained_lines
 from slipstream.settings import Settings
 
 SHORT_EVENTS, SHORT_REPEATS, SHORT_SAMPLES, SHORT_SIZES = 100_000, 1, 2, (100, 1000)
@@ -41,6 +44,9 @@ def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
             json.dump(result, fh, indent=2)
     return 0
 
+
+SEED_SETS = {"reporting": REPORTING_SEEDS, "tuning": TUNING_SEEDS, "fresh": FRESH_SEEDS,
+             "diagnosis": DIAGNOSIS_SEEDS}  # fmt: skip
 
 # The issue's targets: (key, floor or ceiling, True when higher is better).
 TARGETS = (
@@ -80,8 +86,13 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     )
     corr = bench.add_argument_group("correlation")
     corr.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
-    corr.add_argument("--seeds", choices=["reporting", "tuning", "fresh"], default="reporting",
-                      help="reporting 101-110, tuning 1-12, fresh 13-36 (neither)")  # fmt: skip
+    corr.add_argument("--seeds", choices=list(SEED_SETS), default="reporting",
+                      help="reporting 101-110, tuning 1-12, fresh 13-36 (neither), diagnosis "
+                      "37-84 (read to find what goes wrong)")  # fmt: skip
+    corr.add_argument("--explain", action="store_true",
+                      help="list each false attribution and missed deploy with its evidence "
+                      "(read the tuning or diagnosis seeds', not the reporting ones)")  # fmt: skip
+    corr.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes")
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -92,21 +103,48 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
         return hotpath.main(args.events or HOTPATH_EVENTS, args.services,
                             args.repeats or HOTPATH_REPEATS)  # fmt: skip
-    seeds = {"reporting": REPORTING_SEEDS, "tuning": TUNING_SEEDS, "fresh": FRESH_SEEDS}[args.seeds]
-    results = []
+    seeds = SEED_SETS[args.seeds]
     started = time.monotonic()
-    for i, seed in enumerate(seeds, 1):
-        t0 = time.monotonic()
-        results.append(run_seed(seed, args.hours))
-        print(f"[{i}/{len(seeds)}] seed {seed}: {time.monotonic() - t0:.0f} s", file=sys.stderr,
-              flush=True)  # fmt: skip
+    results = run_seeds(seeds, args.hours, args.explain, max(args.jobs, 1))
     summary = pooled(results)
     summary["seconds"] = time.monotonic() - started
     print(report(summary, f"{len(seeds)} {args.seeds} seeds x {args.hours:g} h"))
+    if args.explain:
+        entries = [e for r in results for e in r["explained"]]
+        print(f"\n## Why ({len(entries)} false attributions and missed deploys)\n")
+        print("\n".join(explained_lines(entries)))
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"summary": summary, "seeds": results}, fh, indent=2, default=str)
     return 0
+
+
+def run_seeds(seeds: Sequence[int], hours: float, explain: bool, jobs: int) -> list[dict[str, Any]]:
+    """Score the seeds, in ``jobs`` processes (each seed is independent and CPU-bound), with
+    a progress line per seed; results in the seeds' order."""
+    results: dict[int, dict[str, Any]] = {}
+    started = time.monotonic()
+    with ProcessPoolExecutor(jobs) if jobs > 1 else _InProcess() as pool:
+        futures = {pool.submit(run_seed, seed, hours, explain): seed for seed in seeds}
+        for i, future in enumerate(as_completed(futures), 1):
+            seed = futures[future]
+            results[seed] = future.result()
+            print(f"[{i}/{len(seeds)}] seed {seed}: {time.monotonic() - started:.0f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return [results[seed] for seed in seeds]
+
+
+class _InProcess(Executor):
+    """One process: the seeds run one by one as they are submitted (no pickling, and a
+    profiler sees them)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
 
 def report(summary: dict[str, Any], title: str) -> str:

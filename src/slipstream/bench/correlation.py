@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from slipstream.bench import correlation_explain
 from slipstream.bench.world import (
     HOUR_MS,
     MINUTE_MS,
@@ -145,8 +146,9 @@ def slices(d: TruthDeploy, world: World) -> dict[str, str]:
     }
 
 
-def run_seed(seed: int, hours: float) -> dict[str, Any]:
-    """Score one seed: counts, so that seeds pool by summing."""
+def run_seed(seed: int, hours: float, explain: bool = False) -> dict[str, Any]:
+    """Score one seed: counts, so that seeds pool by summing. ``explain``: also list each
+    false attribution and missed deploy with its evidence (``correlation_explain``)."""
     world = make_world(seed, hours)
     counts, observe = _deploy_counter(world)
     impacts, alerts = run_engine(world, seed, observe)
@@ -193,6 +195,12 @@ def run_seed(seed: int, hours: float) -> dict[str, Any]:
     for k in attributed:
         if not truth[k].bad:
             false_by_strategy[truth[k].strategy] += 1
+    explained = (
+        correlation_explain.explain(world, seed, impacts, attributed,
+                                    {d.deploy_id for d in detectable}, JUDGED_MS)
+        if explain
+        else []
+    )  # fmt: skip
     return {
         "seed": seed,
         "services": len(world.rates),
@@ -207,6 +215,7 @@ def run_seed(seed: int, hours: float) -> dict[str, Any]:
         "minutes_to_attribution_10x_1rps": latencies,
         "recall_by_slice": dict(slice_counts),
         "false_attributions_by_strategy": dict(false_by_strategy),
+        "explained": explained,
     }
 
 
