@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from slipstream.bench.cli import run_seeds
 from slipstream.bench.correlation import TUNING_SEEDS, pooled, run_seed
 from slipstream.bench.correlation_explain import explain, explained_lines
 from slipstream.bench.world import (
@@ -152,3 +153,10 @@ def test_explain_lists_a_false_attribution_and_a_miss_with_what_was_around_them(
         assert len(e["incidents"]) == len(near)  # fmt: skip
     lines = explained_lines(entries)
     assert len(lines) == 4 and sum(line.startswith("- seed 3 FALSE") for line in lines) == 1
+
+
+def test_seeds_scored_in_processes_equal_seeds_scored_here() -> None:
+    seeds = (TUNING_SEEDS[1], TUNING_SEEDS[0])  # out of order: results keep the seeds' order
+    in_processes = run_seeds(seeds, 2, explain=True, jobs=2)
+    assert [r["seed"] for r in in_processes] == list(seeds)
+    assert in_processes == run_seeds(seeds, 2, explain=True, jobs=1)

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from slipstream.bench.correlation import (
@@ -120,31 +122,19 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_seeds(seeds: Sequence[int], hours: float, explain: bool, jobs: int) -> list[dict[str, Any]]:
-    """Score the seeds, in ``jobs`` processes (each seed is independent and CPU-bound), with
-    a progress line per seed; results in the seeds' order."""
-    results: dict[int, dict[str, Any]] = {}
+    """Score the seeds in order, in ``jobs`` processes (each seed is independent and
+    CPU-bound; one job runs them here, where a profiler sees them), with a progress line
+    per seed."""
+    score = functools.partial(run_seed, hours=hours, explain=explain)
     started = time.monotonic()
-    with ProcessPoolExecutor(jobs) if jobs > 1 else _InProcess() as pool:
-        futures = {pool.submit(run_seed, seed, hours, explain): seed for seed in seeds}
-        for i, future in enumerate(as_completed(futures), 1):
-            seed = futures[future]
-            results[seed] = future.result()
+    results = []
+    with ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool:
+        scored = map(score, seeds) if pool is None else pool.map(score, seeds)
+        for i, (seed, result) in enumerate(zip(seeds, scored, strict=True), 1):
+            results.append(result)
             print(f"[{i}/{len(seeds)}] seed {seed}: {time.monotonic() - started:.0f} s",
                   file=sys.stderr, flush=True)  # fmt: skip
-    return [results[seed] for seed in seeds]
-
-
-class _InProcess(Executor):
-    """One process: the seeds run one by one as they are submitted (no pickling, and a
-    profiler sees them)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
+    return results
 
 
 def report(summary: dict[str, Any], title: str) -> str:
