@@ -11,6 +11,7 @@ in the same order and with the same arguments as ``absorb_many`` would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,8 +52,8 @@ def catalogue_slis(catalogue: Catalogue) -> dict[str, ServiceSlis]:
     return {name: service_slis(s.slos) for name, s in catalogue.services.items() if s.slos}
 
 
-# ``Tally.add``'s arguments: service, version, event time ms, status code, latency ms.
-TallyEvent = tuple[str, str | None, int, int, float]
+# ``Tally.add``: service, version, event time ms, status code, latency ms.
+AddEvent = Callable[[str, str | None, int, int, float], None]
 
 
 @dataclass

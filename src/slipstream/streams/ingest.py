@@ -7,7 +7,6 @@ in this module raises for bad input; it turns it into a ``DeadLetter``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ from slipstream.slo.events import (
     deploy_from_record,
     request_from_record,
 )
-from slipstream.slo.tally import ServiceSlis, Tally, TallyEvent, catalogue_slis
+from slipstream.slo.tally import AddEvent, ServiceSlis, Tally, catalogue_slis
 
 REQUEST_SCHEMAS = frozenset({"RequestEvent", "RequestBatch"})
 DEPLOY_SCHEMAS = frozenset({"DeployEvent"})
@@ -72,22 +71,17 @@ class Ingested:
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     tally: Tally | None = None  # a batch's accepted requests, counted (instead of requests)
-    # A single event's accepted request as a Tally counts it (``ingest(light=True)``).
-    events: list[TallyEvent] = field(default_factory=list)
+    # A single event's accepted request handed to ``ingest``'s ``add`` (a run's Tally).
+    added: int = 0
 
     @property
     def accepted(self) -> int:
         tallied = self.tally.accepted if self.tally is not None else 0
-        return len(self.requests) + len(self.deploys) + tallied + len(self.events)
-
-    def keep(self, service: str, version: str | None, ts_ms: int, status: int,
-             latency_ms: float) -> None:  # fmt: skip
-        """``Tally.add``'s arguments for later (a ``MessageRun`` counts them)."""
-        self.events.append((service, version, ts_ms, status, latency_ms))
+        return len(self.requests) + len(self.deploys) + tallied + self.added
 
     def absorb_into(self, engine: PartitionEngine, offset: int) -> None:
         """Count this message (source ``offset``) in its partition's engine."""
-        assert not self.events, "kept events are counted by a MessageRun"
+        assert not self.added, "an added event is counted by the Tally it went to"
         engine.begin(offset)
         engine.absorb_many(self.requests)
         if self.tally is not None:
@@ -106,8 +100,9 @@ class MessageRun:
     into them. Any other message (a replay, a deploy, an SDK batch) closes the run and is
     counted alone, in order.
 
-    Messages ingested with ``light=True`` (the ingestor has the catalogue) hold their
-    event as ``Tally`` arguments (``Ingested.events``); others their ``Request``s."""
+    ``ingest`` is the worker's way: a single event goes from the decoded record straight
+    into the run's ``Tally`` (when the ingestor has the catalogue), no ``Request`` built.
+    ``absorb`` takes a message ingested elsewhere (its ``Request``s, a batch, a deploy)."""
 
     def __init__(self, engine: PartitionEngine, slis: dict[str, ServiceSlis] | None) -> None:
         self.engine = engine
@@ -116,8 +111,29 @@ class MessageRun:
         self.requests: list[Request] = []
         self.offset = -1  # of the last message joined
 
+    def ingest(
+        self, ingestor: Ingestor, topic: str, partition: int, value: bytes | None,
+        now_ms: int, offset: int,
+    ) -> Ingested:  # fmt: skip
+        """Ingest the message at source ``offset`` (``Ingestor.ingest``) and count what it
+        accepted: into the run, or alone after it."""
+        joins = offset > self.engine.newest_offset
+        if not joins:  # a replay: a run of its own, through the offset guard
+            self.close()
+        tally = self.tally
+        result = ingestor.ingest(topic, partition, value, now_ms,
+                                 add=tally.add if tally is not None else None)  # fmt: skip
+        if result.added:
+            self.offset = offset
+            if not joins:
+                self.close()
+        elif result.accepted:
+            self.absorb(result, offset)
+        return result
+
     def absorb(self, result: Ingested, offset: int) -> None:
         """Count the message at source ``offset``: into the run, or alone after it."""
+        assert not result.added, "an added event is counted by the Tally it went to"
         if result.deploys or result.tally is not None:
             self.close()
             result.absorb_into(self.engine, offset)
@@ -125,11 +141,6 @@ class MessageRun:
         joins = offset > self.engine.newest_offset
         if not joins:  # a replay: a run of its own, through the offset guard
             self.close()
-        if result.events:
-            assert self.tally is not None, "kept events need the catalogue's SLIs"
-            add = self.tally.add
-            for event in result.events:
-                add(*event)
         self.requests += result.requests
         self.offset = offset
         if not joins:
@@ -183,11 +194,16 @@ class Ingestor:
         return self._slis
 
     def ingest(
-        self, topic: str, partition: int, value: bytes | None, now_ms: int, light: bool = False
+        self,
+        topic: str,
+        partition: int,
+        value: bytes | None,
+        now_ms: int,
+        add: AddEvent | None = None,
     ) -> Ingested:
-        """``topic`` is the base name (``slo.requests`` / ``slo.deploys``). ``light`` (with
-        the catalogue): a ``RequestEvent``'s request is kept as ``Tally`` arguments
-        (``Ingested.events``, for a ``MessageRun``), not built as a ``Request``."""
+        """``topic`` is the base name (``slo.requests`` / ``slo.deploys``). ``add`` (a
+        ``Tally.add``, with the catalogue): a ``RequestEvent``'s accepted request goes to it
+        (``Ingested.added``), not built as a ``Request``."""
         out = Ingested()
         data = value or b""
         expected = REQUEST_SCHEMAS if topic == conventions.REQUESTS_TOPIC else DEPLOY_SCHEMAS
@@ -208,8 +224,9 @@ class Ingestor:
                 for index, record in enumerate(records):
                     self._accept_request(key, record, now_ms, out, data, index)
         elif decoded.schema == "RequestEvent":
-            if light and self._slis is not None:
-                self._tally_batch(key, [decoded.record], now_ms, out, out.keep, single=data)
+            if add is not None and self._slis is not None:
+                if self._tally_batch(key, [decoded.record], now_ms, out, add, single=data):
+                    out.added = 1
             else:
                 self._accept_request(key, decoded.record, now_ms, out, data, None)
         else:
@@ -244,14 +261,15 @@ class Ingestor:
         records: list[dict[str, Any]],
         now_ms: int,
         out: Ingested,
-        add: Callable[[str, str | None, int, int, float], None],
+        add: AddEvent,
         single: bytes | None = None,
-    ) -> None:
+    ) -> int:
         """``_accept_request`` for each record, in one pass and without a ``Request``: one
         expression accepts the common valid event; anything else goes through the very
         rules of ``request_from_record`` and ``check_event_time``, for their errors.
         ``single``: the records are one ``RequestEvent`` message's, these its bytes (a dead
-        letter keeps them as they came, with no batch index)."""
+        letter keeps them as they came, with no batch index). Returns how many went to
+        ``add``."""
         policy = self.time_policy
         latest = now_ms + policy.max_ahead_of_clock_ms
         stream = self._stream_time.get(key)
@@ -259,6 +277,7 @@ class Ingestor:
         oldest = max(oldest, EARLIEST_EVENT_MS)
         valid_names, match_name = self._valid_names, SERVICE_NAME.match
         seen_before = self._recent_ids(key).seen_before
+        added = 0
         try:
             for index, record in enumerate(records):
                 event_id, service = record["event_id"], record["service"]
@@ -293,9 +312,11 @@ class Ingestor:
                     out.duplicates += 1
                     continue
                 add(service, record.get("version"), ts, status, latency)
+                added += 1
         finally:  # the stream time of the events before an unexpected error holds too
             if stream is not None:
                 self._stream_time[key] = stream
+        return added
 
     def _accept_request(
         self,

@@ -62,9 +62,14 @@ log = logging.getLogger(__name__)
 REDIS_FLUSH_INTERVAL_S = 1.0
 # A micro-batch closes at this many messages or bytes of values, or once this long has
 # passed since the previous one closed (a message after a quiet spell goes at once): see
-# batch_drain. 1 MiB is ~0.3 s of work, single events or SDK batches alike.
-BATCH_MAX_MESSAGES = 5000
-BATCH_MAX_BYTES = 1 << 20
+# batch_drain. A batch costs one table write per touched bucket whatever its size: under
+# load (a backlog, the bench's drain) 20 000 single-event messages (~0.6 s of work) wrote
+# half as much per message as 5 000 and drained ~15 % faster (5 A/B rounds). SDK batches
+# gained nothing from 4 MiB over 1 MiB (~0.35 s of work; 3 rounds): 3 MiB, which 20 000
+# single events need, bounds a batch of them to ~1 s.
+# Below saturation a batch closes on BATCH_WITHIN_S long before either.
+BATCH_MAX_MESSAGES = 20_000
+BATCH_MAX_BYTES = 3 << 20
 BATCH_WITHIN_S = 0.2
 YIELD_EVERY = 100  # records between two turns of the event loop within a batch
 PRODUCER_LINGER_S = 0.01
@@ -478,6 +483,7 @@ class SloWorker:
         absorbed, counts = 0, InputCounts()
         for partition, owned in by_partition.items():
             run: MessageRun | None = None
+            counted = False
             for tp, record in owned:
                 absorbed += 1
                 if absorbed % YIELD_EVERY == 0:
@@ -490,14 +496,14 @@ class SloWorker:
                         reread, self.reread = self.reread, {}
                         await self.app.consumer.seek_wait(reread)
                     continue
+                if run is None:
+                    run = MessageRun(self.host.engine(partition), self.ingestor.slis)
                 received = now_ms()
-                result = self.ingest(tp, record, received, counts)
+                result = self.ingest(run, tp, record, received, counts)
                 if result.dead:
                     await self.dead_letter(tp, record, result.dead, received)
                 if result.accepted:
-                    if run is None:
-                        run = MessageRun(self.host.engine(partition), self.ingestor.slis)
-                    run.absorb(result, record.offset)
+                    counted = True
                     for deploy in result.deploys:
                         self.state.add_deploy(deploy)
             counts.flush_into(self.metrics)
@@ -505,7 +511,7 @@ class SloWorker:
                 run.close()
             with event_context(self.event_of(*owned[-1])):
                 self.stall_guard.check()  # a zombie writes nothing
-                if run is not None:
+                if run is not None and counted:
                     await self.apply(run.engine.end())
                 self.save_offsets(partition, {tp.topic for tp, _ in owned})
             # The partition's writes handed to the client before going on: the producer's
@@ -574,12 +580,14 @@ class SloWorker:
         committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         return reread_start(high, committed)
 
-    def ingest(self, tp: TP, record: Any, received: int, counts: InputCounts) -> Ingested:
-        """Decode and check one record (received at ``received`` ms)."""
+    def ingest(
+        self, run: MessageRun, tp: TP, record: Any, received: int, counts: InputCounts
+    ) -> Ingested:
+        """Decode and check one record (received at ``received`` ms), counted in ``run``."""
         topic = self.base_of.get(tp.topic, "other")
         value: bytes = record.value or b""
         try:
-            result = self.ingestor.ingest(topic, tp.partition, value, received, light=True)
+            result = run.ingest(self.ingestor, topic, tp.partition, value, received, record.offset)
         except Exception as exc:
             # A bug of ours must neither stop the stream nor skip the event unseen.
             log.exception("ingest failed at %s[%d]@%d", tp.topic, tp.partition, record.offset)
