@@ -476,44 +476,47 @@ class SloWorker:
         """Absorb a micro-batch record by record (consecutive single-request messages as
         one: ``MessageRun``), then close each partition's engine once: one table write per
         touched bucket per batch, not per event."""
-        by_partition: dict[int, list[tuple[TP, Any]]] = {}
+        by_partition: dict[int, list[tuple[TP, list[Any]]]] = {}
         for tp, records in batch.records.items():
-            owned = by_partition.setdefault(tp.partition, [])
-            owned += [(tp, record) for record in records]
+            by_partition.setdefault(tp.partition, []).append((tp, records))
         absorbed, counts = 0, InputCounts()
-        for partition, owned in by_partition.items():
+        for partition, chunks in by_partition.items():
             run: MessageRun | None = None
             counted = False
-            for tp, record in owned:
-                absorbed += 1
-                if absorbed % YIELD_EVERY == 0:
-                    counts.flush_into(self.metrics)
-                    await asyncio.sleep(0)  # nothing here waits: the producer's turn
-                if not self.in_order(batch, tp, record.offset):
-                    if self.reread:
-                        # seek_wait runs in the consumer's thread; faust's seek() touches
-                        # the client from this one, and the fetcher may never notice.
-                        reread, self.reread = self.reread, {}
-                        await self.app.consumer.seek_wait(reread)
-                    continue
-                if run is None:
-                    run = MessageRun(self.host.engine(partition), self.ingestor.slis)
-                received = now_ms()
-                result = self.ingest(run, tp, record, received, counts)
-                if result.dead:
-                    await self.dead_letter(tp, record, result.dead, received)
-                if result.accepted:
-                    counted = True
-                    for deploy in result.deploys:
-                        self.state.add_deploy(deploy)
+            for tp, records in chunks:
+                topic = self.base_of.get(tp.topic, "other")
+                for record in records:
+                    absorbed += 1
+                    if absorbed % YIELD_EVERY == 0:
+                        counts.flush_into(self.metrics)
+                        await asyncio.sleep(0)  # nothing here waits: the producer's turn
+                    if not self.in_order(batch, tp, record.offset):
+                        if self.reread:
+                            # seek_wait runs in the consumer's thread; faust's seek()
+                            # touches the client from this one, and the fetcher may never
+                            # notice.
+                            reread, self.reread = self.reread, {}
+                            await self.app.consumer.seek_wait(reread)
+                        continue
+                    if run is None:
+                        run = MessageRun(self.host.engine(partition), self.ingestor.slis)
+                    received = now_ms()
+                    result = self.ingest(run, tp, topic, record, received, counts)
+                    if result.dead:
+                        await self.dead_letter(tp, record, result.dead, received)
+                    if result.accepted:
+                        counted = True
+                        for deploy in result.deploys:
+                            self.state.add_deploy(deploy)
             counts.flush_into(self.metrics)
             if run is not None:
                 run.close()
-            with event_context(self.event_of(*owned[-1])):
+            last_tp, last_records = chunks[-1]
+            with event_context(self.event_of(last_tp, last_records[-1])):
                 self.stall_guard.check()  # a zombie writes nothing
                 if run is not None and counted:
                     await self.apply(run.engine.end())
-                self.save_offsets(partition, {tp.topic for tp, _ in owned})
+                self.save_offsets(partition, {tp.topic for tp, _ in chunks})
             # The partition's writes handed to the client before going on: the producer's
             # buffer moves about one message per turn of the loop, and the client sends in
             # the next partition's turns. Held back until the batch ended, they were lost
@@ -581,10 +584,10 @@ class SloWorker:
         return reread_start(high, committed)
 
     def ingest(
-        self, run: MessageRun, tp: TP, record: Any, received: int, counts: InputCounts
+        self, run: MessageRun, tp: TP, topic: str, record: Any, received: int, counts: InputCounts
     ) -> Ingested:
-        """Decode and check one record (received at ``received`` ms), counted in ``run``."""
-        topic = self.base_of.get(tp.topic, "other")
+        """Decode and check one record of ``tp`` (base name ``topic``, received at
+        ``received`` ms), counted in ``run``."""
         value: bytes = record.value or b""
         try:
             result = run.ingest(self.ingestor, topic, tp.partition, value, received, record.offset)
