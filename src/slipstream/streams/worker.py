@@ -480,6 +480,7 @@ class SloWorker:
         for tp, records in batch.records.items():
             by_partition.setdefault(tp.partition, []).append((tp, records))
         absorbed, counts = 0, InputCounts()
+        applied: list[MessageResult] = []
         for partition, chunks in by_partition.items():
             run: MessageRun | None = None
             counted = False
@@ -515,13 +516,21 @@ class SloWorker:
             with event_context(self.event_of(last_tp, last_records[-1])):
                 self.stall_guard.check()  # a zombie writes nothing
                 if run is not None and counted:
-                    await self.apply(run.engine.end())
+                    ended = run.engine.end()
+                    await self.apply(ended)
+                    applied.append(ended)
                 self.save_offsets(partition, {tp.topic for tp, _ in chunks})
             # The partition's writes handed to the client before going on: the producer's
             # buffer moves about one message per turn of the loop, and the client sends in
-            # the next partition's turns. Held back until the batch ended, they were lost
-            # to a kill -9 while /metrics already showed the state they carry.
+            # the next partition's turns.
             await self.app.producer.buffer.flush()
+        if applied:
+            # Shown once the broker has the table writes that carry it: shown before, a
+            # kill -9 could take it away again (the restarted worker restores the state the
+            # changelog holds), and /metrics and Redis would go back in time.
+            await self.app.producer.flush()
+            for ended in applied:
+                self.show(ended)
 
     def event_of(self, tp: TP, record: Any) -> faust.EventT[Any]:
         """A faust event for a fetched record: the current event of table writes."""
@@ -610,6 +619,8 @@ class SloWorker:
             self.metrics.dead_letters.labels(topic, letter.reason).inc()
 
     async def apply(self, result: MessageResult) -> None:
+        """A batch's result to the table and the output topics (``show`` puts it in the
+        sinks once the broker has it)."""
         table = self.table
         for key in result.deletes:
             del table[key]  # a tombstone on the changelog
@@ -624,6 +635,22 @@ class SloWorker:
                 key=alert_key(transition.service, transition.slo),
                 value=self.codec.encode("BurnRateAlert", record),
             )
+        for snapshot in result.snapshots:
+            await self.publish_budget(snapshot)
+        for impact in result.impacts:
+            await self.impact_topic.send(
+                key=impact.deploy.deploy_id.encode(),
+                value=self.codec.encode("DeployImpact", deploy_impact(impact)),
+            )
+        for change in result.policy:
+            await self.policy_topic.send(
+                key=change.service.encode(),
+                value=self.codec.encode("PolicyEvent", policy_event(change)),
+            )
+
+    def show(self, result: MessageResult) -> None:
+        """An applied result in the sinks (/metrics, Redis) and the counters."""
+        for transition, snapshot in result.transitions:
             self.state.add_transition(transition, snapshot)
             self.redis_sink.add_transition(transition, snapshot)
             self.metrics.alert_transitions.labels(transition.state, transition.severity).inc()
@@ -632,20 +659,10 @@ class SloWorker:
         for snapshot in result.latest.values():
             self.state.add_snapshot(snapshot)
             self.redis_sink.add_snapshot(snapshot)
-        for snapshot in result.snapshots:
-            await self.publish_budget(snapshot)
         for impact in result.impacts:
-            await self.impact_topic.send(
-                key=impact.deploy.deploy_id.encode(),
-                value=self.codec.encode("DeployImpact", deploy_impact(impact)),
-            )
             self.state.add_impact(impact)
             self.redis_sink.add_impact(impact)
         for change in result.policy:
-            await self.policy_topic.send(
-                key=change.service.encode(),
-                value=self.codec.encode("PolicyEvent", policy_event(change)),
-            )
             self.redis_sink.add_policy(change)
         self.metrics.late_events.inc(result.late_events)
         self.metrics.replayed_skipped.inc(result.skipped_replayed)
