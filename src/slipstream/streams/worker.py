@@ -65,9 +65,10 @@ REDIS_FLUSH_INTERVAL_S = 1.0
 # batch_drain. A batch costs one table write per touched bucket whatever its size: under
 # load (a backlog, the bench's drain) 20 000 single-event messages (~0.6 s of work) wrote
 # half as much per message as 5 000 and drained ~15 % faster (5 A/B rounds). SDK batches
-# gained nothing from 4 MiB over 1 MiB (3 rounds), and a 3 MiB cap (~0.8 s of their
-# work) raised the alert p99 at 90 % load from 0.91 s to 1.41 s: 1.5 MiB is ~0.4 s of
-# SDK batches and about what 20 000 single events take (77 bytes each in the bench).
+# gained nothing from 4 MiB over 1 MiB (3 rounds), and the full bench with a 3 MiB cap
+# (~0.8 s of their work) had the alert p99 at 90 % load at 1.41 s (0.91 s with 1 MiB,
+# 0.78 s with 1.5 MiB): 1.5 MiB is ~0.4 s of SDK batches and about what 20 000 single
+# events take (77 bytes each in the bench).
 # Below saturation a batch closes on BATCH_WITHIN_S long before either.
 BATCH_MAX_MESSAGES = 20_000
 BATCH_MAX_BYTES = 3 << 19
