@@ -288,3 +288,39 @@ def test_a_late_rise_that_ends_with_the_rollback_is_attributed() -> None:
     still = counts(10, lambda m: 2 if 5 <= m < 40 else 100)
     impacts = judge(three, minutes=30, slo=still, tracker=rolled_back_at(20))
     assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts)
+
+
+def test_controls_with_an_incident_in_the_hour_before_still_show_the_one_now() -> None:
+    # Six busy controls (0.1 %) failed 2 % for 30 of the 60 minutes before the change, and
+    # fail 2 % again from 3 min after it, with the SLO: measured against their raw hour
+    # (1.05 %), they would seem to have risen less than twice; against their usual rate
+    # they rose 20x.
+    twice = {f"b{i}/availability": counts(50, lambda m: 1 if -40 <= m < -10 or m >= 3 else 20)
+             for i in range(6)}  # fmt: skip
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(twice, minutes=40))
+    # Controls that failed in the hour before only: the rise now is the SLO's own.
+    before_only = {f"b{i}/availability": counts(50, lambda m: 1 if -40 <= m < -10 else 20)
+                   for i in range(6)}  # fmt: skip
+    assert any(i.verdict.verdict == "ATTRIBUTED" for i in judge(before_only, minutes=40))
+
+
+def judge_with_callees(callee: WindowCounts, minutes: int = 40) -> list[Impact]:
+    """The config change of ``judge`` (2 % from 3 min on, busy steady controls) while "db",
+    which "api" calls and which did not change, has the counts ``callee``."""
+    tracker = DeployTracker()
+    for phase in ("started", "finished"):
+        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
+                                 T0, "ci"))  # fmt: skip
+    slo = counts(10, rises_at_3_min)
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + minutes * MINUTE, FINE_MS):
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda: BUSY, callees=lambda: {"db": callee})  # fmt: skip
+    return impacts
+
+
+def test_a_callee_failing_with_the_slo_keeps_the_change_unblamed() -> None:
+    failing = judge_with_callees(counts(50, lambda m: 1 if m >= 3 else 20))
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in failing)
+    steady_callee = judge_with_callees(counts(50, lambda m: 20))
+    assert any(i.verdict.verdict == "ATTRIBUTED" for i in steady_callee)

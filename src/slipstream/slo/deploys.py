@@ -231,6 +231,7 @@ class DeployTracker:
         burn_rate_1h: float = 0.0,
         callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
         | None = None,
+        callees: Callable[[], Mapping[str, WindowCounts]] | None = None,
     ) -> list[Impact]:
         """Close the SLO's tick for the service's newest deploy; return changed verdicts.
 
@@ -240,7 +241,7 @@ class DeployTracker:
         against what followed, anchored at the deploy, with ``controls`` (asked for only
         then: finding them costs a pass over the partition's SLOs). ``callee_changes``, asked
         for likewise: (service, start, verdict, counts) of the deploys of the services this
-        one calls.
+        one calls; ``callees``: those services' counts, changed or not.
 
         The deploy before the newest one is judged a few minutes more while it is under
         suspicion: a rise that ends when the service changes again points at it.
@@ -250,7 +251,7 @@ class DeployTracker:
         if tracked is None:
             return []
         args = (slo, clock_ms, period_total, error_budget, windows, controls, burn_rate_1h,
-                callee_changes)  # fmt: skip
+                callee_changes, callees)  # fmt: skip
         impacts = []
         superseded = self._superseded(service, tracked, slo, clock_ms)
         if superseded is not None:
@@ -281,6 +282,7 @@ class DeployTracker:
         burn_rate_1h: float,
         callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
         | None,
+        callees: Callable[[], Mapping[str, WindowCounts]] | None,
         stopped_ms: int | None = None,
     ) -> Impact | None:
         """One deploy's verdict on one SLO at ``clock_ms`` (see ``evaluate``); ``stopped_ms``:
@@ -317,8 +319,9 @@ class DeployTracker:
                     (callee_changes() if callee_changes else ())
                 )  # fmt: skip
                 judged, extra = self._before_after(
-                    tracked, slo, windows, post_from, clock_ms, callee, controls or dict, stopped_ms
-                )
+                    tracked, slo, windows, post_from, clock_ms, callee, controls or dict,
+                    callees or dict, stopped_ms
+                )  # fmt: skip
                 if callee:
                     extra["note"] = "a called service changed too"
                 judgements.append((judged, extra))
@@ -424,6 +427,7 @@ class DeployTracker:
         clock_ms: int,
         explained: bool,
         find_controls: Callable[[], Mapping[str, WindowCounts]],
+        find_callees: Callable[[], Mapping[str, WindowCounts]],
         stopped_ms: int | None = None,
     ) -> tuple[Verdict, dict[str, Any]]:
         start = tracked.started_ms // FINE_MS * FINE_MS
@@ -442,12 +446,6 @@ class DeployTracker:
         if post_to - post_from < MIN_AFTER_MS or clock_ms > last_look + FINE_MS:
             return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
         before = tracked.before
-
-        def pre_of(
-            key: str, counts: WindowCounts, lo: int = start - BEFORE_MS, hi: int = start
-        ) -> tuple[int, int]:
-            return kept_counts(before, key, counts, lo, hi)
-
         calm = _calm_before(before, slo, windows, start)
         pre = calm.pre
         if calm.failing_at_start:
@@ -505,7 +503,10 @@ class DeployTracker:
         # since this SLO's own rise began (an incident that starts minutes after the
         # change is seen there, undiluted).
         controls = find_controls()
-        pres = {key: pre_of(f"control:{key}", other) for key, other in controls.items()}
+        # Their usual rates too: an incident or a change of theirs in the hour before would
+        # set a bar that the incident now hitting them all does not clear.
+        pres = {key: _calm_before(before, f"control:{key}", other, start).pre
+                for key, other in controls.items()}  # fmt: skip
         # The rise is located from the switch itself: a code change's warm-up errors are
         # its own too.
         switched = post_from - _warmup(tracked)
@@ -517,13 +518,26 @@ class DeployTracker:
             control_shift(((pres[key], after[key]) for key in controls), min_ratio=2.0)
             for after in afters.values()
         ]
-        shared = [s for s in shifts if s.shared]
+        # A called service failing since this one's rise began: its failures are this
+        # service's too, or both share a cause; either way not this change's doing (the
+        # called services' own changes are weighed as confounders above). Only since the
+        # rise: a callee's incident earlier in "after" explains nothing that came later.
+        callees = find_callees()
+        callee_shifts = [
+            control_shift(((_calm_before(before, f"callee:{key}", other, start).pre,
+                            other.fine_range(rise_from, post_to))
+                           for key, other in callees.items()), min_ratio=2.0)
+        ] if callees else []  # fmt: skip
+        shared = [s for s in [*shifts, *callee_shifts] if s.shared]
         factor = max((s.factor for s in shared), default=1.0)
         watched = _control_power(pres, afters[rise_from])
         seen_by_controls: dict[str, Any] = {"usable": shifts[0].usable,
                                             "degraded": max(s.degraded for s in shifts),
                                             "rise": factor, "rise_from_ms": rise_from,
-                                            "expected_bad_since_rise": watched}  # fmt: skip
+                                            "expected_bad_since_rise": watched,
+                                            "callees_degraded": max(
+                                                (s.degraded for s in callee_shifts), default=0
+                                            )}  # fmt: skip
         evidence["controls"] = seen_by_controls
         min_ratio = 2.0 if rising else 1.5
         if shared:

@@ -349,6 +349,8 @@ class PartitionEngine:
             lambda: [(service, t.started_ms, self._deploy_verdict(t, slo),
                       self._windows_of(service))
                      for service in callees for t in self.deploys.of_service(service)],
+            lambda: {service: counts for service in callees
+                     if (counts := self._windows_of(service)) is not None},
         )  # fmt: skip
         self._result.impacts.extend(impacts)
         self._track_episode(rt, clock, windows[slo.period_ms][1])
