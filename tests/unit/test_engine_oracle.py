@@ -321,3 +321,41 @@ def test_a_checkpoint_of_other_windows_is_refused() -> None:
     image.slos[key][0] = dataclasses.replace(ring, cells=ring.cells[:-3])
     assert PartitionEngine.from_bucket_image(0, cat, image) is None
     assert image.held == 3 * len(image.slos)  # one bucket per resolution and SLO
+
+
+def test_good_events_that_meet_min_events_inside_a_tick_let_an_alert_fire_there() -> None:
+    """Inside a tick, a look that finds too few events (min_events) is no reason to skip
+    later looks until the next bad event: five good events over 40 s, then one bad event
+    1 s into a tick and good ones every 100 ms. The "fast" tier trips once the 2 min window
+    holds 10 events, at the step after the 4th good one, inside the tick."""
+    cat = catalogue(10)
+    history = [Request(f"h{i}", "a", "GET /", 200, 5.0, T0 + i * 8_000) for i in range(6)]
+    start = T0 + 60_000 + 1_000  # 1 s into a tick
+    bad = [Request("b", "a", "GET /", 503, 5.0, start)]
+    after = [Request(f"g{i}", "a", "GET /", 200, 5.0, start + (i + 1) * 100) for i in range(30)]
+    messages = [[r] for r in history + bad + after]
+    got, _, _ = run(cat, messages)
+    expected, _ = oracle(cat.all_slos(), messages)
+    assert got == [key_of(t) for t in expected]
+    firing = [t for t in expected if t.state == "firing" and t.slo == "avail"]
+    assert firing and firing[0].event_time_ms < start // 10_000 * 10_000 + 10_000
+
+
+def test_late_bad_events_inside_a_tick_let_an_alert_fire_there() -> None:
+    """Late bad events land in closed buckets, not the open tick: they too must make the
+    next step inside the tick look again. After 10 min of good traffic (1/s), one bad event
+    1 s into a tick is not enough for the "fast" tier (2 % of 2 min); two late ones for the
+    tick before are, and the next good event's step carries the firing record."""
+    cat = catalogue(0)
+    history = [Request(f"h{i}", "a", "GET /", 200, 5.0, T0 + i * 1000) for i in range(600)]
+    start = T0 + 600_000 + 1_000  # 1 s into a tick
+    first = [Request("b0", "a", "GET /", 503, 5.0, start),
+             Request("g0", "a", "GET /", 200, 5.0, start + 100)]  # fmt: skip
+    late = [Request(f"l{i}", "a", "GET /", 503, 5.0, start - 3_000 + i * 500) for i in range(2)]
+    after = [Request(f"g{i}", "a", "GET /", 200, 5.0, start + 100 * (i + 2)) for i in range(5)]
+    messages = [[r] for r in history + first + late + after]
+    got, _, _ = run(cat, messages)
+    expected, _ = oracle(cat.all_slos(), messages)
+    assert got == [key_of(t) for t in expected]
+    firing = [t for t in expected if t.state == "firing" and t.slo == "avail"]
+    assert firing and firing[0].event_time_ms == after[0].timestamp_ms

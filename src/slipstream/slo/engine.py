@@ -79,6 +79,9 @@ class SloRuntime:
     cusum: Cusum | None = None
     episode: dict[str, Any] | None = None  # the open budget-drop episode
     fast_ms: int = 0  # the last step inside a tick evaluated for firing (event time)
+    # (tick, bad events in it) at the last look inside a tick after which only a new bad
+    # event could make a tier fire (see ``_evaluate_open_tick``); not kept across restarts.
+    settled_open: tuple[int, int] | None = None
 
     @property
     def clock_ms(self) -> int | None:
@@ -289,6 +292,8 @@ class PartitionEngine:
             rt.fast_ms = ts // FAST_MS * FAST_MS
         elif ts < rt.clock_ms:
             self._result.late_events += total
+            if bad:
+                rt.settled_open = None  # a closed bucket's bad count moves the windows
         elif ts // FAST_MS * FAST_MS > rt.fast_ms:
             self._evaluate_open_tick(rt, ts // FAST_MS * FAST_MS)
         if self._count(rt, ts, bad, total):
@@ -377,12 +382,26 @@ class PartitionEngine:
         open_bad, open_total = rt.windows.series[FINE_MS].counts(rt.clock_ms // FINE_MS)
         if not open_bad:
             return  # only good events since the tick opened: nothing can start firing
+        if rt.settled_open == (rt.clock_ms, open_bad):
+            # No bad event since a look at which every tier's guards (min_events, observed
+            # time) already held: good events alone only lower the burn rates.
+            return
         windows = {}
         for w in rt.windows.windows_ms:
             bad, total = rt.windows.window(w)
             windows[w] = (bad + open_bad, total + open_total)
         observed = step_ms - (rt.first_clock_ms if rt.first_clock_ms is not None else step_ms)
         transition = rt.machine.evaluate(slo, step_ms, windows, observed, may_clear=False)
+        # Settled unless a guard that holds a tier back could be lifted by good events
+        # (min_events) or by time before the tick closes (observed); a tier still too young
+        # at the tick's end stays held back whatever comes.
+        young_until = rt.clock_ms + FINE_MS - (step_ms - observed)
+        liftable = any(
+            young_until >= t.short_window_ms
+            and (windows[t.long_window_ms][1] < slo.min_events or observed < t.short_window_ms)
+            for t in slo.tiers
+        )
+        rt.settled_open = None if liftable else (rt.clock_ms, open_bad)
         if transition is not None:
             snapshot = self._snapshot(rt, windows)
             self._emit(rt, transition, snapshot, step_ms)
