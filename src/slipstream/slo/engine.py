@@ -383,8 +383,8 @@ class PartitionEngine:
         if not open_bad:
             return  # only good events since the tick opened: nothing can start firing
         if rt.settled_open == (rt.clock_ms, open_bad):
-            # No bad event since a look at which every tier's guards (min_events, observed
-            # time) already held: good events alone only lower the burn rates.
+            # No bad event since a look after which no guard could be lifted before the tick
+            # closes (see below): good events alone only lower the burn rates.
             return
         windows = {}
         for w in rt.windows.windows_ms:
@@ -395,9 +395,9 @@ class PartitionEngine:
         # Settled unless a guard that holds a tier back could be lifted by good events
         # (min_events) or by time before the tick closes (observed); a tier still too young
         # at the tick's end stays held back whatever comes.
-        young_until = rt.clock_ms + FINE_MS - (step_ms - observed)
+        observed_at_close = observed + rt.clock_ms + FINE_MS - step_ms
         liftable = any(
-            young_until >= t.short_window_ms
+            observed_at_close >= t.short_window_ms
             and (windows[t.long_window_ms][1] < slo.min_events or observed < t.short_window_ms)
             for t in slo.tiers
         )
