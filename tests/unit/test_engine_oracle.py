@@ -325,9 +325,10 @@ def test_a_checkpoint_of_other_windows_is_refused() -> None:
 
 def test_good_events_that_meet_min_events_inside_a_tick_let_an_alert_fire_there() -> None:
     """Inside a tick, a look that finds too few events (min_events) is no reason to skip
-    later looks until the next bad event: five good events over 40 s, then one bad event
+    later looks until the next bad event: six good events over 40 s, then one bad event
     1 s into a tick and good ones every 100 ms. The "fast" tier trips once the 2 min window
-    holds 10 events, at the step after the 4th good one, inside the tick."""
+    holds 10 events (three good ones after the bad one), at the 4th good one's step, inside
+    the tick."""
     cat = catalogue(10)
     history = [Request(f"h{i}", "a", "GET /", 200, 5.0, T0 + i * 8_000) for i in range(6)]
     start = T0 + 60_000 + 1_000  # 1 s into a tick
@@ -352,7 +353,7 @@ def test_late_bad_events_inside_a_tick_let_an_alert_fire_there() -> None:
     first = [Request("b0", "a", "GET /", 503, 5.0, start),
              Request("g0", "a", "GET /", 200, 5.0, start + 100)]  # fmt: skip
     late = [Request(f"l{i}", "a", "GET /", 503, 5.0, start - 3_000 + i * 500) for i in range(2)]
-    after = [Request(f"g{i}", "a", "GET /", 200, 5.0, start + 100 * (i + 2)) for i in range(5)]
+    after = [Request(f"a{i}", "a", "GET /", 200, 5.0, start + 100 * (i + 2)) for i in range(5)]
     messages = [[r] for r in history + first + late + after]
     got, _, _ = run(cat, messages)
     expected, _ = oracle(cat.all_slos(), messages)
