@@ -70,6 +70,42 @@ def test_too_little_evidence_is_inconclusive_with_an_eta() -> None:
     assert verdict.decision_eta_s == pytest.approx(14.0)
 
 
+def _small_split(bad_new: int, total_new: int, bad_old: int, total_old: int) -> VersionSplitTest:
+    """A split seen tick by tick: one bad event per tick, new-version ones first."""
+    test = VersionSplitTest()
+    ticks = bad_new + bad_old
+    for i in range(ticks):
+        on_new = i < bad_new
+        test.update(int(on_new), total_new // ticks, int(not on_new), total_old // ticks)
+    return test
+
+
+def test_few_split_events_decide_with_the_hour_before_as_second_witness() -> None:
+    # A canary's first four bad events, all on its 10 % (the seed-38 world's numbers): the
+    # e-value crosses 1/alpha, but four events are too few on their own.
+    test = _small_split(bad_new=4, total_new=64, bad_old=0, total_old=608)
+    assert test.e_harm >= E_THRESHOLD
+    assert split_verdict(test, 1.0).verdict == "INCONCLUSIVE"
+    # The calm hour before: 16 bad of 11 660; four of 64 on the new version are far beyond.
+    verdict = split_verdict(test, 1.0, reference=(16, 11_660))
+    assert verdict.verdict == "ATTRIBUTED"
+    # Counts that vary more than a binomial's weaken the witness (four events count as one).
+    assert split_verdict(test, 1.0, reference=(16, 11_660), dispersion=4.0).verdict == (
+        "INCONCLUSIVE"
+    )
+
+
+def test_the_hour_before_does_not_witness_a_rate_it_makes_likely() -> None:
+    # Four of 583 on the new version (four of 10 191 on the old) where the hour before failed
+    # 30 times in 95 996: a fluke of the split (e over 1/alpha) the hour before does not back.
+    test = _small_split(bad_new=4, total_new=583, bad_old=4, total_old=10_191)
+    assert test.e_harm >= E_THRESHOLD
+    assert split_verdict(test, 1.0, reference=(30, 95_996)).verdict == "INCONCLUSIVE"
+    # ... nor an hour that holds too few bad events to complete the evidence.
+    few = _small_split(bad_new=4, total_new=64, bad_old=0, total_old=608)
+    assert split_verdict(few, 1.0, reference=(5, 11_660)).verdict == "INCONCLUSIVE"
+
+
 def test_state_round_trips() -> None:
     test = simulate(ratio=3, rho=0.2, base=0.02, ticks=10, per_tick=100, seed=3)
     again = VersionSplitTest.from_list(test.to_list())

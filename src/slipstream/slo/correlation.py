@@ -171,15 +171,28 @@ class Verdict:
 CHANGE_PRIOR: Final = 0.68  # share of outages caused by binary or config pushes
 
 
-def split_verdict(test: VersionSplitTest, bad_rate_per_s: float) -> Verdict:
-    """The verdict the version split supports on its own.
+# The new version's bad count against the hour before: the test changes only when a bad
+# event comes, so it has at most MIN_BAD_EVENTS looks that matter per deploy and SLO; at
+# this level a thousand judged deploys a day give one false witness in ten days or fewer.
+REFERENCE_ALPHA: Final = 0.00001
+
+
+def split_verdict(
+    test: VersionSplitTest,
+    bad_rate_per_s: float,
+    reference: tuple[int, int] | None = None,
+    dispersion: float = 1.0,
+) -> Verdict:
+    """The verdict the version split supports, with ``reference`` (the SLO's (bad, total)
+    before the deploy, when known, and the ``dispersion`` of its counts) as its second
+    witness while the split has few events.
 
     The posterior of "this deploy is harmful" starts at the change prior and is
     updated with the harm e-value (a valid bound on the Bayes factor), clipped.
     """
     if test.e_clear >= E_THRESHOLD:
         return Verdict("CLEARED", 1 - 1 / test.e_clear)
-    if test.bad_events < MIN_BAD_EVENTS:
+    if test.bad_events < MIN_BAD_EVENTS and not beyond_reference(test, reference, dispersion):
         missing = MIN_BAD_EVENTS - test.bad_events
         eta = missing / bad_rate_per_s if bad_rate_per_s > 0 else None
         return Verdict("INCONCLUSIVE", 0.0, eta)
@@ -191,6 +204,26 @@ def split_verdict(test: VersionSplitTest, bad_rate_per_s: float) -> Verdict:
     if posterior >= 0.5 and test.e_harm > 1.0:
         return Verdict("SUSPECTED", posterior)
     return Verdict("INCONCLUSIVE", posterior, None)
+
+
+def beyond_reference(
+    test: VersionSplitTest, reference: tuple[int, int] | None, dispersion: float = 1.0
+) -> bool:
+    """Is the evidence enough with fewer than ``MIN_BAD_EVENTS`` split bad events? It is
+    when the hour before the deploy adds what is missing and the new version surely fails
+    more often than the service did then (exact binomial on counts shrunk by the hour's
+    ``dispersion``: counts vary more than a binomial's). A small canary's first few bad
+    events, all on the new version, then decide in minutes instead of waiting for ten: the
+    split still rules out a cause shared by both versions, the hour before that the new
+    version's failures are the service's everyday rate."""
+    if reference is None or not reference[1] or test.bad_new == 0:
+        return False
+    bad, total = reference
+    if bad + test.bad_events < MIN_BAD_EVENTS:
+        return False
+    rate = max(bad, 1) / total
+    bad_new, total_new = round(test.bad_new / dispersion), round(test.total_new / dispersion)
+    return binomial_upper_tail(bad_new, total_new, rate) <= REFERENCE_ALPHA
 
 
 @dataclass(frozen=True)

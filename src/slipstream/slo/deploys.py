@@ -300,8 +300,20 @@ class DeployTracker:
             test.update(*tick)
             self.dirty.add(tracked.deploy.deploy_id)
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
-        verdict = split_verdict(test, test.bad_events / elapsed_s)
+        reference, dispersion = None, 1.0
+        if windows is not None and test.total_new and test.total_old:
+            # The calm hour before, from the first look at the split: its buckets expire.
+            start = tracked.started_ms // FINE_MS * FINE_MS
+            reference, dispersion = _calm_before(tracked.before, slo, windows, start)[:2]
+        verdict = split_verdict(test, test.bad_events / elapsed_s, reference, dispersion)
         evidence_extra: dict[str, Any] = {}
+        if (
+            reference is not None
+            and test.bad_events < MIN_BAD_EVENTS
+            and verdict.verdict in SUSPECT_VERDICTS
+        ):
+            evidence_extra = {"pre": list(reference), "note": "few split events: the hour "
+                              "before the deploy is the second witness"}  # fmt: skip
         starts = self._before_after_starts(tracked, test)
         if windows is not None and starts and verdict.verdict not in FINAL_VERDICTS:
             start = tracked.started_ms // FINE_MS * FINE_MS
