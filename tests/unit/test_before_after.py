@@ -324,3 +324,29 @@ def test_a_callee_failing_with_the_slo_keeps_the_change_unblamed() -> None:
     assert all(i.verdict.verdict != "ATTRIBUTED" for i in failing)
     steady_callee = judge_with_callees(counts(50, lambda m: 20))
     assert any(i.verdict.verdict == "ATTRIBUTED" for i in steady_callee)
+
+
+def code_switch(slo: WindowCounts, minutes: int) -> list[Impact]:
+    """A blue-green code change of "api" at T0 (everyone at once, a warm-up of 2 min),
+    judged with six quiet controls (too quiet to show an incident in minutes)."""
+    tracker = DeployTracker()
+    roll_out(tracker, "v4", [(0, "started", 1.0), (0, "finished", 1.0)])
+    quiet = {f"q{i}/availability": counts(1, lambda m: 1000) for i in range(6)}
+    return judge(quiet, minutes=minutes, slo=slo, tracker=tracker)
+
+
+def test_a_rise_from_the_switch_of_a_code_change_does_not_wait_for_controls() -> None:
+    # 100x from the switch itself: seen only after the warm-up, but located in its first
+    # minute, so an incident would have had to begin in that very minute.
+    impacts = code_switch(counts(10, lambda m: 1 if m >= 0 else 100), minutes=8)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].decided_at_ms <= T0 + 6 * MINUTE
+
+
+def test_a_rise_that_began_during_the_warm_up_waits_for_controls() -> None:
+    # The same rise from one minute after the switch: an incident that began during the
+    # warm-up would look the same, and the quiet controls cannot yet rule it out.
+    impacts = code_switch(counts(10, lambda m: 1 if m >= 1 else 100), minutes=8)
+    assert impacts and all(i.verdict.verdict != "ATTRIBUTED" for i in impacts)
+    assert impacts[-1].evidence["note"].startswith("waiting for controls")

@@ -53,6 +53,7 @@ MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incide
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after the switch is not immediate
+SWITCH_MS: Final = 60_000  # a rise located in this first minute began with the switch
 CONTROL_POWER_BAD: Final = 3.0  # expected bad events of the controls that would show a rise
 # A control "watches" when a shared cause that made it fail as many times more often as the
 # SLO now does (at most WATCH_RATIO_CAP times: a shared cause need not hit all alike) would
@@ -567,8 +568,10 @@ class DeployTracker:
         delayed = rose_at - switched >= DELAYED_RISE_MS and not ramping
         evidence["onset"] = "ramp" if ramping else "delayed" if delayed else "at the switch"
         # "After" starts past a code change's warm-up: an immediate rise is seen only from
-        # then, and controls must have had the chance to show it too.
-        late_view = rise_from - switched >= DELAYED_RISE_MS
+        # then, and controls must have had the chance to show it too; unless the rise is
+        # located in the switch's own first minute (an incident that begins in that very
+        # minute is a coincidence; one that begins during the warm-up is not ruled out).
+        late_view = rise_from - switched >= DELAYED_RISE_MS and rose_at - switched >= SWITCH_MS
         if harmful and not delayed and late_view and watched < CONTROL_POWER_BAD:
             return Verdict("SUSPECTED", 0.5), evidence | {"note": "waiting for controls"}
         if harmful and delayed:
