@@ -826,6 +826,7 @@ def _rise_from(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int) ->
 
 
 BURST_MS: Final = 3 * 60_000  # the longest burst that is everyday noise (a blip)
+REST_MS: Final = 60_000  # and what must be left of a rise without it, at least
 
 
 def _beyond_burst(windows: WindowCounts, lo: int, hi: int) -> tuple[int, int]:
@@ -834,8 +835,8 @@ def _beyond_burst(windows: WindowCounts, lo: int, hi: int) -> tuple[int, int]:
     it is taken out."""
     steps = [windows.fine_range(t, t + FINE_MS) for t in range(lo, hi, FINE_MS)]
     span = BURST_MS // FINE_MS
-    if len(steps) < 2 * span:
-        return 0, 0  # what is left must be as long as the burst taken out
+    if len(steps) < span + REST_MS // FINE_MS:
+        return 0, 0  # too little left once the burst is taken out
     bad, total = _summed_counts(steps)
     window = burst = sum(b for b, _ in steps[:span])
     worst = 0
