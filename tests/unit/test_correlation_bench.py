@@ -12,7 +12,7 @@ import random
 import pytest
 
 from slipstream.bench.cli import run_seeds
-from slipstream.bench.correlation import TUNING_SEEDS, pooled, run_seed
+from slipstream.bench.correlation import TUNING_SEEDS, oracle_minutes, pooled, run_seed
 from slipstream.bench.correlation_explain import explain, explained_lines
 from slipstream.bench.world import (
     SLO_NAME,
@@ -89,6 +89,27 @@ def test_a_tally_is_absorbed_exactly_as_its_events_one_by_one() -> None:
     assert tick is not None and tick > T0
 
 
+def test_the_oracle_floor_counts_only_what_the_change_could_have_failed() -> None:
+    world = make_world(3, 6)
+    d = next(d for d in world.deploys if d.bad)
+    d.strategy, d.ratio, d.onset, d.rollback_ms = "blue-green", 20.0, "immediate", None
+    world.baseline[d.service] = 0.001
+    world.tagged[d.service] = True
+    start = d.start_ms
+    # Ten minutes before the start, and the old version at it, fail 2 % too: not counted.
+    # Then the new version fails 2 % (20x): log LR 4.1 per tick, past ln(100) at its second.
+    ticks = [(start - 600_000 + 5_000, True, 2, 100), (start + 5_000, False, 2, 100),
+             *((start + i * 10_000 + 5_000, True, 2, 100) for i in range(3))]  # fmt: skip
+    assert oracle_minutes(d, world, ticks) == pytest.approx(20_000 / 60_000)
+    # Untagged, each tick's counts are both versions' and blue-green serves only the new one.
+    world.tagged[d.service] = False
+    untagged = [(ts, False, bad, total) for ts, _, bad, total in ticks[2:]]
+    assert oracle_minutes(d, world, untagged) == pytest.approx(20_000 / 60_000)
+    # At the old rate it never gets there: the end of the counts is the floor.
+    calm = [(start + i * 10_000 + 5_000, False, 0, 100) for i in range(360)]
+    assert oracle_minutes(d, world, calm) == pytest.approx(60.0)
+
+
 def test_ci_smoke_run_keeps_floors_well_above_the_baselines() -> None:
     """Six tuning worlds of six hours each, scored like the reporting run."""
     results = [run_seed(seed, 6, explain=True) for seed in TUNING_SEEDS[:6]]
@@ -99,6 +120,9 @@ def test_ci_smoke_run_keeps_floors_well_above_the_baselines() -> None:
     assert summary["recall"] >= 0.75
     assert summary["f1"] >= best_baseline + 0.1
     assert summary["false_blame_external"] <= 0.2
+    # No method decides faster than the floor of the same deploys, on the median.
+    floor = summary["oracle_median_minutes_10x_1rps"]
+    assert floor is not None and floor <= summary["median_minutes_to_attribution_10x_1rps"]
     # Deterministic: the same seeds give the same figures.
     assert run_seed(TUNING_SEEDS[0], 6) == run_seed(TUNING_SEEDS[0], 6)
     # --explain lists exactly the errors the scores count, each with its truth and verdicts.

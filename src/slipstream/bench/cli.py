@@ -163,6 +163,11 @@ def report(summary: dict[str, Any], title: str) -> str:
         shown = "n/a" if value is None else f"{value:.3f}"
         lines.append(f"- {key}: {shown} (target {'>=' if higher else '<='} {bound:g})")
     lines.append(f"- inconclusive_rate (all deploys): {summary['inconclusive_rate']:.3f}")
+    floor = summary.get("oracle_median_minutes_10x_1rps")
+    if floor is not None:
+        n = summary["attributions_10x_1rps"]
+        lines.append(f"- the same {n} attributions' floor: median {floor:.3f} min "
+                     "(an SPRT that knows the baseline and the effect)")  # fmt: skip
     lines += ["", "| slice | detectable | attributed |", "|---|---|---|"]
     for key, counts in summary["recall_by_slice"].items():
         lines.append(f"| {key} | {counts['detectable']} | {counts['attributed']} |")

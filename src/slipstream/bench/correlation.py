@@ -23,7 +23,9 @@ from slipstream.bench import correlation_explain
 from slipstream.bench.world import (
     HOUR_MS,
     MINUTE_MS,
+    OVERDISPERSION_SIGMA,
     SLO_NAME,
+    TICK_MS,
     Tally,
     TruthDeploy,
     World,
@@ -126,6 +128,34 @@ def _baselines(world: World, counts: DeployCounts, alerts: list[Any]) -> dict[st
     return dict(zip(BASELINES, (last_deploy, threshold, ztest), strict=True))
 
 
+ORACLE_ODDS = 100.0  # 1/alpha: the odds an attribution needs
+
+
+def oracle_minutes(d: TruthDeploy, world: World, ticks: list[tuple[int, bool, int, int]]) -> float:
+    """Minutes from ``d``'s true onset until a sequential probability ratio test that knows
+    what the world hides (the service's mean bad rate, the change's effect and rollout at
+    each tick) holds 100:1 odds that the change is bad (if not within the counts, which end
+    an hour after the start: their end, a floor still).
+    Such a test of one simple hypothesis against another needs the fewest events on
+    average (Wald): a floor to read the time to ATTRIBUTED against, as B3 is for speed.
+    It sees what slipstream sees: the new version's own counts only if versions are
+    tagged; noise of other causes (blips, incidents, callees) it ignores."""
+    p0 = world.baseline[d.service] * math.exp(OVERDISPERSION_SIGMA**2 / 2)
+    tagged = world.tagged[d.service]
+    llr, enough = 0.0, math.log(ORACLE_ODDS)
+    for ts, is_new, bad, total in ticks:
+        if ts < d.start_ms or (tagged and not is_new):
+            continue
+        effect = d.multiplier(ts) if tagged else 1.0 + d.fraction(ts) * (d.multiplier(ts) - 1)
+        if effect <= 1.0:
+            continue
+        p1 = min(p0 * effect, 0.999)
+        llr += bad * math.log(p1 / p0) + (total - bad) * math.log((1 - p1) / (1 - p0))
+        if llr >= enough:  # the tick's counts are complete at its end
+            return (ts // TICK_MS * TICK_MS + TICK_MS - d.true_onset_ms) / MINUTE_MS
+    return (d.start_ms + HOUR_MS - d.true_onset_ms) / MINUTE_MS
+
+
 def _z(a_bad: int, a_n: int, b_bad: int, b_n: int) -> float:
     p = (a_bad + b_bad) / (a_n + b_n)
     se = math.sqrt(p * (1 - p) * (1 / a_n + 1 / b_n)) if 0 < p < 1 else 0.0
@@ -167,11 +197,13 @@ def run_seed(seed: int, hours: float, explain: bool = False) -> dict[str, Any]:
                "detected": len(p & {d.deploy_id for d in detectable})}
         for name, p in predicted.items()
     }  # fmt: skip
-    latencies = [
-        (first[d.deploy_id]["ATTRIBUTED"] - d.true_onset_ms) / MINUTE_MS
+    timed = [
+        d
         for d in bad
         if d.ratio >= 10 and world.rates[d.service] >= 1 and d.deploy_id in attributed
     ]
+    latencies = [(first[d.deploy_id]["ATTRIBUTED"] - d.true_onset_ms) / MINUTE_MS for d in timed]
+    oracle = [oracle_minutes(d, world, counts[d.deploy_id]) for d in timed]
     top1 = 0
     for d in detectable:
         names = sorted((i.decided_at_ms, i.deploy.deploy_id) for i in impacts
@@ -213,6 +245,7 @@ def run_seed(seed: int, hours: float, explain: bool = False) -> dict[str, Any]:
         "incidents_blamed_on_a_deploy": blamed,
         "undecided_deploys": sum(not (set(first[d.deploy_id]) & decisive) for d in world.deploys),
         "minutes_to_attribution_10x_1rps": latencies,
+        "oracle_minutes_10x_1rps": oracle,
         "recall_by_slice": dict(slice_counts),
         "false_attributions_by_strategy": dict(false_by_strategy),
         "explained": explained,
@@ -238,6 +271,7 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
         methods[name] = {"precision": precision, "recall": recall, "f1": f1,
                          "recall_all_bad": tp / bad if bad else 1.0}  # fmt: skip
     latencies = [x for r in results for x in r["minutes_to_attribution_10x_1rps"]]
+    oracle = [x for r in results for x in r["oracle_minutes_10x_1rps"]]
     by_slice: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in results:
         for key, (n, hit) in r["recall_by_slice"].items():
@@ -261,6 +295,8 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
         if latencies
         else None,
         "attributions_10x_1rps": len(latencies),
+        # The same deploys' floor (``oracle_minutes``): how far from it slipstream decides.
+        "oracle_median_minutes_10x_1rps": statistics.median(oracle) if oracle else None,
         "recall_by_slice": {
             k: {"detectable": n, "attributed": hit} for k, (n, hit) in sorted(by_slice.items())
         },

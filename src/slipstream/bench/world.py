@@ -40,6 +40,7 @@ STRATEGIES = {
     "config": [(0, 1.0)],
 }
 ONSETS = ("immediate", "delayed", "gradual")
+OVERDISPERSION_SIGMA = 0.25  # a service's bad rate varies per tick by exp(N(0, this))
 
 
 class Tally(NamedTuple):
@@ -311,7 +312,7 @@ def tallies(world: World, seed: int) -> Iterator[Tally | Deploy]:
             f = d.fraction(t)
             served[n] = [(d.version, f, d.multiplier(t)), (d.previous, 1.0 - f, prev_mult)]
         for n in names:
-            p = world.baseline[n] * math.exp(rng.gauss(0.0, 0.25))  # overdispersion per tick
+            p = world.baseline[n] * math.exp(rng.gauss(0.0, OVERDISPERSION_SIGMA))
             for inc in world.incidents:
                 if n in inc.services and inc.start_ms <= t < inc.end_ms:
                     p *= inc.multiplier
