@@ -521,8 +521,9 @@ class DeployTracker:
         pres = {key: _calm_before(before, f"control:{key}", other, start).pre
                 for key, other in controls.items()}  # fmt: skip
         # The rise is located from the switch itself: a code change's warm-up errors are
-        # its own too.
+        # its own too. (After an incident going on at the change, from the end of it.)
         switched = post_from - _warmup(tracked)
+        at_the_switch = switched == -(-post_from_ms // FINE_MS) * FINE_MS - _warmup(tracked)
         rose_at = _rise_from(windows, pre, switched, post_to)
         rise_from = max(rose_at, post_from)
         afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
@@ -570,8 +571,11 @@ class DeployTracker:
         # "After" starts past a code change's warm-up: an immediate rise is seen only from
         # then, and controls must have had the chance to show it too; unless the rise is
         # located in the switch's own first minute (an incident that begins in that very
-        # minute is a coincidence; one that begins during the warm-up is not ruled out).
-        late_view = rise_from - switched >= DELAYED_RISE_MS and rose_at - switched >= SWITCH_MS
+        # minute is a coincidence; one that begins during the warm-up is not ruled out;
+        # nor is one in the first minute after another incident ended).
+        late_view = rise_from - switched >= DELAYED_RISE_MS and (
+            rose_at - switched >= SWITCH_MS or not at_the_switch
+        )
         if harmful and not delayed and late_view and watched < CONTROL_POWER_BAD:
             return Verdict("SUSPECTED", 0.5), evidence | {"note": "waiting for controls"}
         if harmful and delayed:
