@@ -444,7 +444,7 @@ class DeployTracker:
         stopped_ms: int | None = None,
     ) -> tuple[Verdict, dict[str, Any]]:
         start = tracked.started_ms // FINE_MS * FINE_MS
-        post_from = -(-post_from_ms // FINE_MS) * FINE_MS
+        post_from = first_post_from = -(-post_from_ms // FINE_MS) * FINE_MS
         post_to = min(clock_ms, post_from + BEFORE_AFTER_DECIDE_MS)
         # When the change stopped serving: its rollback (its own time: ``ended_ms`` is when
         # the split ended, for a change that went to everyone at once its start), or the
@@ -523,7 +523,7 @@ class DeployTracker:
         # The rise is located from the switch itself: a code change's warm-up errors are
         # its own too. (After an incident going on at the change, from the end of it.)
         switched = post_from - _warmup(tracked)
-        at_the_switch = switched == -(-post_from_ms // FINE_MS) * FINE_MS - _warmup(tracked)
+        at_the_switch = post_from == first_post_from  # not moved past an incident's end
         rose_at = _rise_from(windows, pre, switched, post_to)
         rise_from = max(rose_at, post_from)
         afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
