@@ -17,7 +17,7 @@ $(SYSTEM_STAMP): scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh
 	@mkdir -p $(VENV) && touch $@
 
-$(STAMP): pyproject.toml $(SYSTEM_STAMP)
+$(STAMP): pyproject.toml setup.py src/slipstream/schemas/_request_rows.pyx $(SYSTEM_STAMP)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slipstream needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -10,6 +10,8 @@ declare -A need=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [java]=openjdk-17-jre-headless
   [mvn]=maven
+  # Builds the compiled request reader (setup.py); without it the worker falls back to fastavro.
+  [gcc]=gcc
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -29,6 +29,10 @@ TIERS = {
 }
 SERVICES = ("checkout", "search", "auth", "ghost")  # ghost: not in the catalogue
 VERSIONS = (None, "v1", "v2")
+OLDER_REQUEST = next(
+    s for s in CODEC.registry.writers()
+    if s.name == "RequestEvent" and s != CODEC.registry.current("RequestEvent")
+)  # fmt: skip
 
 
 def catalogue() -> Catalogue:
@@ -118,9 +122,17 @@ def traffic(seed: int, n_messages: int = 260) -> Traffic:
             sent.append(event["event_id"])
             events.append(event)
         if len(events) == 1 and rng.random() < 0.5:
-            value = CODEC.encode("RequestEvent", events[0])
+            if rng.random() < 0.3:  # an older SDK: the codec resolves its writer schema
+                old = {k: v for k, v in events[0].items() if k not in ("region", "callee")}
+                value = CODEC.encode("RequestEvent", old, schema=OLDER_REQUEST)
+            else:
+                value = CODEC.encode("RequestEvent", events[0])
         else:
             value = CODEC.encode("RequestBatch", {"events": events, "sdk": "test"})
+        if rng.random() < 0.03:  # damaged on the way: a dead letter, or read alike either way
+            flipped = bytearray(value)
+            flipped[rng.randrange(len(value))] ^= 1 << rng.randrange(8)
+            value = bytes(flipped)
         out.messages.append((REQ, partition, value, now))
         if rng.random() < 0.02:
             ts += rng.choice([30_000, 600_000])  # a quiet spell: clocks move on idle
@@ -134,16 +146,21 @@ class Pipeline:
 
     cat: Catalogue
     tallied: bool
+    compiled: bool = True  # the tallied path's reader: compiled, or the codec's
     ingestor: Ingestor = field(init=False)
     engines: dict[int, PartitionEngine] = field(default_factory=dict)
     table: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ingestor = Ingestor(catalogue=self.cat if self.tallied else None)
+        self.ingestor = Ingestor(
+            catalogue=self.cat if self.tallied else None, compiled_rows=self.compiled
+        )
 
     def restart(self) -> None:
         """A crash: fresh ingest state, engines restored from the table."""
-        self.ingestor = Ingestor(catalogue=self.cat if self.tallied else None)
+        self.ingestor = Ingestor(
+            catalogue=self.cat if self.tallied else None, compiled_rows=self.compiled
+        )
         self.engines = {}
         for p in range(3):
             self.engines[p] = PartitionEngine(p, self.cat)
@@ -174,11 +191,15 @@ def counted(result: Ingested) -> int:
     return len(result.requests) + (result.tally.accepted if result.tally else 0)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_the_tallied_batch_path_gives_exactly_the_per_request_results(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "compiled"), [(seed, True) for seed in range(6)] + [(0, False), (1, False)]
+)
+def test_the_tallied_batch_path_gives_exactly_the_per_request_results(
+    seed: int, compiled: bool
+) -> None:
     cat = catalogue()
     msgs = traffic(seed).messages
-    ref, fused = Pipeline(cat, tallied=False), Pipeline(cat, tallied=True)
+    ref, fused = Pipeline(cat, tallied=False), Pipeline(cat, tallied=True, compiled=compiled)
     rng = random.Random(seed + 1000)
     crash_at: int | None = rng.randrange(len(msgs) // 2, len(msgs))
     offsets = [0, 0, 0]

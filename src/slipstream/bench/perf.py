@@ -29,6 +29,7 @@ from slipstream.bench.pipeline import consumed, run_pipeline, worker_settings
 from slipstream.bench.recovery import run_recovery
 from slipstream.bench.worker_memory import measure_worker
 from slipstream.catalogue_file import load_catalogue
+from slipstream.schemas.request_rows import compiled_reader
 from slipstream.settings import Settings
 from slipstream.slo.catalogue import Catalogue
 from slipstream.stack.kafka import ensure_jars
@@ -66,6 +67,8 @@ def versions(settings: Settings) -> dict[str, Any]:
     found["crc32c_active"] = getattr(util, "crc32c_c", None) is not None
     found["aiokafka_c_extensions"] = not NO_EXTENSIONS
     found["uvloop_active"] = found["uvloop"] is not None
+    # P reads request messages with it (schemas/request_rows.py); B2 and B3 use fastavro.
+    found["compiled_reader_active"] = compiled_reader is not None
     return found
 
 
@@ -292,7 +295,8 @@ def report(result: dict[str, Any]) -> str:
         f"Python {v['python']}, Kafka {v['kafka']} ({v['java']}), fastavro {v['fastavro']}, "
         f"aiokafka {v['aiokafka']}, kafka-python {v['kafka-python']}, "
         f"faust-streaming {v['faust-streaming']}; crc32c active: {v['crc32c_active']}, "
-        f"uvloop active: {v['uvloop_active']}. {result['seconds']:.0f} s in all.",
+        f"uvloop active: {v['uvloop_active']}, P's compiled request reader active: "
+        f"{v.get('compiled_reader_active')}. {result['seconds']:.0f} s in all.",
     ]
     return "\n".join(lines)
 

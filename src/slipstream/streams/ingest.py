@@ -8,10 +8,10 @@ in this module raises for bad input; it turns it into a ``DeadLetter``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from slipstream import conventions
 from slipstream.schemas.codec import AvroCodec, CodecError
+from slipstream.schemas.request_rows import Row, RowReader, record_of, row_of
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.dedup import RecentIds
 from slipstream.slo.engine import PartitionEngine
@@ -173,6 +173,7 @@ class Ingestor:
         dedup_horizon_ms: int = 600_000,
         dedup_max_ids: int = 500_000,
         catalogue: Catalogue | None = None,
+        compiled_rows: bool = True,
     ) -> None:
         self.codec = codec or AvroCodec()
         self.time_policy = time_policy or TimePolicy()
@@ -181,6 +182,7 @@ class Ingestor:
         self._stream_time: dict[tuple[str, int], int] = {}
         self._recent: dict[tuple[str, int], RecentIds] = {}
         self._slis = catalogue_slis(catalogue) if catalogue is not None else None
+        self._rows = RowReader(self.codec.registry, compiled=compiled_rows)
         # Names known to match SERVICE_NAME, so the regex runs only for other names (a
         # parsed catalogue's all do; one built in code may hold any).
         self._valid_names = frozenset(n for n in self._slis or () if SERVICE_NAME.match(n))
@@ -206,27 +208,31 @@ class Ingestor:
         (``Ingested.added``), not built as a ``Request``."""
         out = Ingested()
         data = value or b""
+        key = (topic, partition)
+        if topic == conventions.REQUESTS_TOPIC and self._slis is not None:
+            read = self._rows.read(data)
+            if read is not None:
+                self._tally_rows(key, *read, data, now_ms, out, add)
+                return out
         expected = REQUEST_SCHEMAS if topic == conventions.REQUESTS_TOPIC else DEPLOY_SCHEMAS
         try:
             decoded = self.codec.decode(data, expected)
         except CodecError as exc:
             out.dead.append(DeadLetter(data, type(exc).__name__, exc.reason, str(exc)))
             return out
-        key = (topic, partition)
         if decoded.schema == "RequestBatch":
             records = decoded.record["events"]
-            if not records:
-                out.dead.append(DeadLetter(data, "InvalidEventError", "empty-batch", "no events"))
             if self._slis is not None:
-                out.tally = Tally(self._slis)
-                self._tally_batch(key, records, now_ms, out, out.tally.add)
+                self._tally_rows(key, True, [row_of(r) for r in records], data, now_ms, out, add)
             else:
+                if not records:
+                    out.dead.append(DeadLetter(data, "InvalidEventError", "empty-batch",
+                                               "no events"))  # fmt: skip
                 for index, record in enumerate(records):
                     self._accept_request(key, record, now_ms, out, data, index)
         elif decoded.schema == "RequestEvent":
-            if add is not None and self._slis is not None:
-                if self._tally_batch(key, [decoded.record], now_ms, out, add, single=data):
-                    out.added = 1
+            if self._slis is not None:
+                self._tally_rows(key, False, [row_of(decoded.record)], data, now_ms, out, add)
             else:
                 self._accept_request(key, decoded.record, now_ms, out, data, None)
         else:
@@ -238,6 +244,30 @@ class Ingestor:
             else:
                 out.deploys.append(deploy)
         return out
+
+    def _tally_rows(
+        self,
+        key: tuple[str, int],
+        batch: bool,
+        rows: list[Row],
+        data: bytes,
+        now_ms: int,
+        out: Ingested,
+        add: AddEvent | None,
+    ) -> None:
+        """A request message's rows (``data`` its bytes), with the catalogue: a batch is
+        counted into ``out.tally``; a single event goes to ``add`` if given."""
+        assert self._slis is not None
+        if batch:
+            if not rows:
+                out.dead.append(DeadLetter(data, "InvalidEventError", "empty-batch", "no events"))
+            out.tally = Tally(self._slis)
+            self._tally_batch(key, rows, now_ms, out, out.tally.add)
+        elif add is not None:
+            if self._tally_batch(key, rows, now_ms, out, add, single=data):
+                out.added = 1
+        else:
+            self._accept_request(key, record_of(rows[0]), now_ms, out, data, None)
 
     def _check_time(self, key: tuple[str, int], timestamp_ms: int, now_ms: int) -> None:
         check_event_time(
@@ -258,13 +288,13 @@ class Ingestor:
     def _tally_batch(
         self,
         key: tuple[str, int],
-        records: list[dict[str, Any]],
+        rows: list[Row],
         now_ms: int,
         out: Ingested,
         add: AddEvent,
         single: bytes | None = None,
     ) -> int:
-        """``_accept_request`` for each record, in one pass and without a ``Request``: one
+        """``_accept_request`` for each row, in one pass and without a ``Request``: one
         expression accepts the common valid event; anything else goes through the very
         rules of ``request_from_record`` and ``check_event_time``, for their errors.
         ``single``: the records are one ``RequestEvent`` message's, these its bytes (a dead
@@ -279,20 +309,18 @@ class Ingestor:
         seen_before = self._recent_ids(key).seen_before
         added = 0
         try:
-            for index, record in enumerate(records):
-                event_id, service = record["event_id"], record["service"]
-                status, latency = record["status_code"], record["latency_ms"]
-                ts = record["timestamp"]
-                callee = record.get("callee")
+            for index, row in enumerate(rows):
+                event_id, service, operation, status, latency, ts, version, _, callee = row
                 if not (
                     0 < len(event_id) <= MAX_ID_LEN
                     and (service in valid_names or match_name(service))
                     and 100 <= status <= 599
                     and 0.0 <= latency < _INF  # false for NaN: finite and >= 0
-                    and len(record["operation"]) <= MAX_TEXT_LEN
+                    and len(operation) <= MAX_TEXT_LEN
                     and (callee is None or callee in valid_names or match_name(callee))
                     and oldest <= ts <= latest
                 ):
+                    record = record_of(row)
                     try:
                         request_from_record(record)
                         check_event_time(ts, now_ms=now_ms, stream_time_ms=stream, policy=policy)
@@ -311,7 +339,7 @@ class Ingestor:
                 if seen_before(event_id, ts):
                     out.duplicates += 1
                     continue
-                add(service, record.get("version"), ts, status, latency)
+                add(service, version, ts, status, latency)
                 added += 1
         finally:  # the stream time of the events before an unexpected error holds too
             if stream is not None:
