@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slipstream.bench.perf import report, run_perf
+from slipstream.bench.perf import B3C, report, run_perf
 from slipstream.settings import Settings
 from slipstream.stack.process import free_port
 
@@ -13,10 +13,11 @@ def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Set
                       recovery_records=20_000)  # fmt: skip
     for shape in ("single", "batched"):
         steps = result["shapes"][shape]["steps"]
-        assert set(steps) == {"B0", "B1", "B1 kafka-python", "B2", "B3",
+        assert set(steps) == {"B0", "B1", "B1 kafka-python", "B2", "B3", B3C,
                               "F (faust, empty agent)", "P"}  # fmt: skip
         assert all(s["median"] > 0 for s in steps.values()), steps
         assert result["shapes"][shape]["P_over_B3"] > 0
+        assert result["shapes"][shape]["P_over_B3c"] > 0
     for level in ("0%", "50%", "90%"):
         measured = result["latency"][level]
         assert measured["n"] == 1 and measured["missed"] == 0, measured

@@ -7,6 +7,8 @@ B2: B1 (aiokafka) + our Avro decode of every message.
 F:  faust-streaming with an agent that does nothing (the ceiling of a faust app).
 B3: B2 + classification and dict aggregation into (service, SLO, 10 s bucket) counts:
     the physical limit for Python business logic on this input.
+B3c: B3 reading request messages with P's compiled reader instead of fastavro: not a
+    rung of PERFORMANCE.md, but P / B3c shows what P's own work costs beyond the decode.
 Each returns events per second (messages per second times events per message for the
 steps that do not decode).
 """
@@ -31,6 +33,7 @@ from kafka import TopicPartition as KafkaTopicPartition
 
 from slipstream.bench.load import Load
 from slipstream.schemas.codec import AvroCodec
+from slipstream.schemas.request_rows import RowReader
 from slipstream.slo.catalogue import Catalogue
 from slipstream.slo.windows import FINE_MS
 
@@ -136,8 +139,13 @@ def decoder() -> Handler:
     return handle
 
 
-def aggregator(catalogue: Catalogue) -> tuple[Handler, dict[tuple[str, str, int], list[int]]]:
-    """Decode, classify per SLO, count per (service, SLO, 10 s bucket) in a dict."""
+def aggregator(
+    catalogue: Catalogue, compiled: bool = False
+) -> tuple[Handler, dict[tuple[str, str, int], list[int]]]:
+    """Decode, classify per SLO, count per (service, SLO, 10 s bucket) in a dict.
+
+    ``compiled``: read request messages as P does, with the compiled reader
+    (``schemas/request_rows.py``) into rows, the codec only for what it leaves."""
     codec = AvroCodec()
     # Per service: (SLO name, latency threshold or None, bad status ranges).
     slos: dict[str, list[tuple[str, float | None, tuple[tuple[int, int], ...]]]] = {}
@@ -146,15 +154,14 @@ def aggregator(catalogue: Catalogue) -> tuple[Handler, dict[tuple[str, str, int]
         slos.setdefault(slo.service, []).append((slo.name, threshold, slo.sli.bad_status))
     counts: dict[tuple[str, str, int], list[int]] = {}
 
-    def count(event: dict[str, Any]) -> None:
-        bucket = event["timestamp"] // FINE_MS
-        code = event["status_code"]
-        for name, threshold, bad_status in slos.get(event["service"], ()):
+    def count(service: str, code: int, latency_ms: float, timestamp: int) -> None:
+        bucket = timestamp // FINE_MS
+        for name, threshold, bad_status in slos.get(service, ()):
             if threshold is None:
                 bad = any(lo <= code <= hi for lo, hi in bad_status)
             else:
-                bad = event["latency_ms"] > threshold
-            key = (event["service"], name, bucket)
+                bad = latency_ms > threshold
+            key = (service, name, bucket)
             c = counts.get(key)
             if c is None:
                 counts[key] = [int(bad), 1]
@@ -162,16 +169,26 @@ def aggregator(catalogue: Catalogue) -> tuple[Handler, dict[tuple[str, str, int]
                 c[0] += bad
                 c[1] += 1
 
+    read = RowReader(codec.registry).read if compiled else None
+
     def handle(records: list[Any]) -> int:
         events = 0
         for r in records:
+            if read is not None:
+                got = read(r.value)
+                if got is not None:
+                    for _, service, _, code, latency_ms, timestamp, *_ in got[1]:
+                        count(service, code, latency_ms, timestamp)
+                    events += len(got[1])
+                    continue
             decoded = codec.decode(r.value)
             if decoded.schema == "RequestBatch":
-                for event in decoded.record["events"]:
-                    count(event)
+                for e in decoded.record["events"]:
+                    count(e["service"], e["status_code"], e["latency_ms"], e["timestamp"])
                 events += len(decoded.record["events"])
             else:
-                count(decoded.record)
+                e = decoded.record
+                count(e["service"], e["status_code"], e["latency_ms"], e["timestamp"])
                 events += 1
         return events
 
@@ -182,6 +199,6 @@ def b2_decode(bootstrap: str, load: Load) -> float:
     return asyncio.run(_drain_aiokafka(bootstrap, load, decoder()))
 
 
-def b3_aggregate(bootstrap: str, load: Load, catalogue: Catalogue) -> float:
-    handle, _ = aggregator(catalogue)
+def b3_aggregate(bootstrap: str, load: Load, catalogue: Catalogue, compiled: bool = False) -> float:
+    handle, _ = aggregator(catalogue, compiled)
     return asyncio.run(_drain_aiokafka(bootstrap, load, handle))
