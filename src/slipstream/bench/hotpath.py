@@ -4,8 +4,9 @@ No broker, no faust: ``RequestBatch`` messages are built as the perf benchmark l
 (``load.py``: Zipf-skewed services, SDK batches of up to 100 events or 200 ms), then timed
 stage by stage in this process:
 
-- ``decode``: the codec alone (B2's work per message);
-- ``ingest``: ``Ingestor.ingest`` (decode, validate, stream time, dedup);
+- ``decode``: the codec alone (fastavro: B2's work per message);
+- ``ingest``: ``Ingestor.ingest`` (decode, validate, stream time, dedup; the ``tally``
+  path reads with the compiled reader of ``schemas/request_rows.py`` when built);
 - ``engine``: counting what ingest accepted (``begin`` + absorb per message, ``end`` per
   micro-batch), the engine's share;
 - ``worker``: the whole path ``SloWorker`` runs per message (metrics, ingest, counting)

@@ -1,7 +1,7 @@
 """Request messages read straight into rows: one tuple per event, by a compiled reader.
 
 fastavro reads a record through generic per-field dispatch and builds a dict per event:
-about 5 µs of an SDK-batched event's ~12 µs in the worker (``slipstream bench hotpath``).
+about 5 µs of an SDK-batched event's ~13 µs in the worker (``slipstream bench hotpath``).
 The compiled reader (``_request_rows.pyx``) knows the two current request schemas and
 builds a tuple per event in about 0.3 µs. It takes only what it reads exactly as fastavro
 would: a message of the current RequestEvent or RequestBatch writer schema, well formed

@@ -164,7 +164,9 @@ class Ingestor:
 
     Given the catalogue, the events of a ``RequestBatch`` are counted as they are checked
     (``Ingested.tally``, for ``PartitionEngine.absorb_tallied``) instead of becoming one
-    ``Request`` each: the same dead letters, duplicates, stream time and counts."""
+    ``Request`` each: the same dead letters, duplicates, stream time and counts. Those
+    request messages are read into rows by the compiled reader (``RowReader``) where it
+    can, by the codec otherwise (``compiled_rows=False``: always)."""
 
     def __init__(
         self,
