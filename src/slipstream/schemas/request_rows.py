@@ -64,11 +64,10 @@ class RowReader:
         reader = self._reader
         if reader is None or type(data) is not bytes or len(data) > MAX_MESSAGE_BYTES:
             return None
-        header = data[:HEADER_LEN]
         try:
-            if header == self._batch_header:
+            if data.startswith(self._batch_header):
                 return True, reader.batch_rows(data, HEADER_LEN)
-            if header == self._event_header:
+            if data.startswith(self._event_header):
                 return False, [reader.event_row(data, HEADER_LEN)]
         except ValueError:  # malformed, or a case left to fastavro: the codec will tell
             return None
