@@ -43,5 +43,6 @@ def test_a_small_perf_bench_measures_every_rung_latency_and_memory(settings: Set
         "## A whole worker",
         "## Recovery",
         "P / B3",
+        "the targets are judged on a full run",  # 100 k events: the short run's caveat
     ):
         assert heading in text
