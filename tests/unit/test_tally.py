@@ -152,15 +152,14 @@ class Pipeline:
     table: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ingestor = Ingestor(
-            catalogue=self.cat if self.tallied else None, compiled_rows=self.compiled
-        )
+        self.ingestor = self.new_ingestor()
+
+    def new_ingestor(self) -> Ingestor:
+        return Ingestor(catalogue=self.cat if self.tallied else None, compiled_rows=self.compiled)
 
     def restart(self) -> None:
         """A crash: fresh ingest state, engines restored from the table."""
-        self.ingestor = Ingestor(
-            catalogue=self.cat if self.tallied else None, compiled_rows=self.compiled
-        )
+        self.ingestor = self.new_ingestor()
         self.engines = {}
         for p in range(3):
             self.engines[p] = PartitionEngine(p, self.cat)

@@ -402,7 +402,7 @@ class SloWorker:
         self.ingestor = Ingestor(catalogue=catalogue)
         if compiled_reader is None:
             log.warning("the compiled request reader is not built (no C compiler at install "
-                        "time): request messages are read with fastavro, which takes about 40 %% "
+                        "time): request messages are read with fastavro, which takes about 40 % "
                         "off the worker's throughput on SDK batches")  # fmt: skip
         # The highest source offset absorbed per (topic, partition) in this process's life.
         self.high_offset: dict[tuple[str, int], int] = {}
