@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from slipstream.slo.correlation import ControlShift, control_shift, rise_start
-from slipstream.slo.deploys import DeployTracker, Impact
+from slipstream.slo.deploys import (
+    INCIDENT_REACH,
+    DeployTracker,
+    Impact,
+    _external_bayes_factor,
+)
 from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
 
@@ -256,6 +263,45 @@ def test_a_late_rise_seen_by_too_few_watching_controls_waits_until_it_lasts() ->
     waiting = [i for i in impacts if i.decided_at_ms < attributed[0].decided_at_ms]
     assert waiting[-1].evidence["note"].startswith("waiting for controls")
     assert waiting[-1].evidence["controls"]["watching"] == 3
+
+
+def test_many_calm_controls_too_quiet_to_watch_alone_add_up() -> None:
+    # Ten controls at 10 events per 10 s and 0.1 %: in the first ten minutes of the rise each
+    # expects well under one bad event, too few to watch on its own, yet an incident that
+    # hit a quarter of them would most likely have shown in one. Together they weigh as six
+    # watching controls do, long before the rise has lasted half an hour.
+    ten = {f"c{i}/availability": counts(10, lambda m: 100) for i in range(10)}
+    impacts = judge(ten, minutes=30)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    seen = attributed[0].evidence["controls"]
+    assert seen["watching"] < 6
+    assert seen["external_bayes_factor"] <= 0.18
+    assert attributed[0].decided_at_ms < T0 + 20 * MINUTE
+
+
+def test_quiet_controls_that_rose_with_the_slo_keep_it_waiting() -> None:
+    # The same ten, three of which fail 20 times as often from the SLO's rise on: an
+    # incident, not the change.
+    ten = {f"c{i}/availability": counts(10, rises_at_3_min if i < 3 else steady)
+           for i in range(10)}  # fmt: skip
+    impacts = judge(ten, minutes=30)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts)
+
+
+def test_external_bayes_factor_weighs_each_control_by_what_it_could_show() -> None:
+    pre = (10, 10_000)  # 0.1 %
+    # Too quiet to show anything: weighs 1. Calm and busy: 1 - reach. Risen: above 1.
+    quiet = _external_bayes_factor({"q": pre}, {"q": (0, 1)}, 20.0)
+    calm = _external_bayes_factor({"c": pre}, {"c": (10, 10_000)}, 20.0)
+    risen = _external_bayes_factor({"r": pre}, {"r": (60, 10_000)}, 20.0)
+    assert 0.99 < quiet <= 1.0
+    assert calm == pytest.approx(1 - INCIDENT_REACH)
+    assert risen > 1.0
+    # Independent controls multiply; no rise of the SLO, nothing to weigh.
+    assert _external_bayes_factor({"a": pre, "b": pre}, {"a": (10, 10_000), "b": (10, 10_000)},
+                                  20.0) == pytest.approx(calm**2)  # fmt: skip
+    assert _external_bayes_factor({"c": pre}, {"c": (0, 10_000)}, 1.0) == 1.0
 
 
 def test_an_incident_of_twenty_minutes_is_not_a_lasting_rise() -> None:

@@ -10,6 +10,7 @@ is attributed to.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -64,6 +65,12 @@ CONTROL_POWER_BAD: Final = 3.0  # expected bad events of the controls that would
 WATCH_EXCESS_BAD: Final = 8.0
 WATCH_RATIO_CAP: Final = 10.0
 MIN_WATCHING_CONTROLS: Final = 6
+# Controls weigh in by likelihood, not only once they watch: an incident hits each with
+# probability INCIDENT_REACH; a delayed rise is the change's once the controls' counts are
+# at most as likely under such an incident as six calm watching controls would be
+# (0.75 ** 6 = 0.178; weaker controls add up to the same).
+INCIDENT_REACH: Final = 0.25
+EXTERNAL_BF_MAX: Final = 0.18
 # ... or when it outlasted what an incident that ends by itself mostly lasts (it has gone on
 # this long before the last ten minutes, which must still show it) ...
 PERSISTED_MS: Final = 30 * 60_000
@@ -596,8 +603,9 @@ class DeployTracker:
             recovered = rolled_back is not None and _recovered_at_rollback(
                 windows, pre, rise_from, rolled_back, clock_ms, phi
             )
-            seen_by_controls["watching"] = watching
-            if watching < MIN_WATCHING_CONTROLS and not (lasted or recovered):
+            external_bf = _external_bayes_factor(pres, afters[rise_from], own_rise)
+            seen_by_controls |= {"watching": watching, "external_bayes_factor": external_bf}
+            if external_bf > EXTERNAL_BF_MAX and not (lasted or recovered):
                 note = "waiting for controls, for the rise to last, or for a rollback"
                 return Verdict("SUSPECTED", 0.5), evidence | {"note": note}
             if recovered:
@@ -798,6 +806,31 @@ def _watching_controls(
         expected = pre[0] / pre[1] * since_rise[key][1] if pre[1] >= 100 else 0.0
         watching += expected >= 1.0 and expected * extra >= WATCH_EXCESS_BAD
     return watching
+
+
+def _external_bayes_factor(
+    pres: Mapping[str, tuple[int, int]], since_rise: Mapping[str, tuple[int, int]], rise: float
+) -> float:
+    """How much likelier the controls' bad counts since the rise are if an incident caused
+    it than if the change did. An incident hits each control with probability
+    ``INCIDENT_REACH``, as many times more often as the SLO now fails (at most
+    ``WATCH_RATIO_CAP``); the change leaves them at their own "before" rates (Poisson
+    counts). A control too quiet to show the incident weighs ~1; a calm one that would
+    have shown it weighs 1 - ``INCIDENT_REACH``; one that rose weighs more than 1."""
+    mult = min(rise, WATCH_RATIO_CAP)
+    if mult <= 1.0:
+        return 1.0
+    log_bf = 0.0
+    for key, pre in pres.items():
+        if pre[1] < 100:
+            continue
+        expected = pre[0] / pre[1] * since_rise[key][1]
+        # log P(k | hit) / P(k | spared), Poisson counts
+        x = since_rise[key][0] * math.log(mult) - expected * (mult - 1.0)
+        hit = math.log(INCIDENT_REACH) + x
+        spared = math.log(1.0 - INCIDENT_REACH)
+        log_bf += max(hit, spared) + math.log1p(math.exp(-abs(hit - spared)))
+    return math.exp(min(log_bf, 700.0))
 
 
 def _recovered_at_rollback(
