@@ -67,10 +67,11 @@ WATCH_RATIO_CAP: Final = 10.0
 MIN_WATCHING_CONTROLS: Final = 6
 # Controls weigh in by likelihood, not only once they watch: an incident hits each with
 # probability INCIDENT_REACH; a delayed rise is the change's once the controls' counts are
-# at most as likely under such an incident as six calm watching controls would be
-# (0.75 ** 6 = 0.178; weaker controls add up to the same).
+# at most as likely under such an incident as six calm watching controls would be (0.75 ** 6
+# = 0.178, rounded up to 0.18: six busy calm controls weigh that exactly, and must pass);
+# weaker controls add up to the same.
 INCIDENT_REACH: Final = 0.25
-EXTERNAL_BF_MAX: Final = 0.18
+EXTERNAL_BF_MAX: Final = round((1.0 - INCIDENT_REACH) ** MIN_WATCHING_CONTROLS, 2)
 # ... or when it outlasted what an incident that ends by itself mostly lasts (it has gone on
 # this long before the last ten minutes, which must still show it) ...
 PERSISTED_MS: Final = 30 * 60_000
