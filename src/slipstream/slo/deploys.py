@@ -51,6 +51,9 @@ JUDGE_HORIZON_MS: Final = 2 * 3_600_000  # a deploy is judged for two hours afte
 BEFORE_AFTER_DECIDE_MS: Final = 90 * 60_000
 OVERLAP_MS: Final = 30 * 60_000  # a called service's change this close confounds "after"
 MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incidents show
+# ... but one minute when the rise began in the switch's own first minute: an incident or a
+# blip that begins in that very minute is a coincidence, and the warm-up is already past.
+SWITCH_AFTER_MS: Final = 60_000
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after the switch is not immediate
@@ -464,7 +467,7 @@ class DeployTracker:
             post_to = min(post_to, rolled_back)
         # Judged while "after" grows, and for a stopped change until its recovery shows.
         last_look = post_to if rolled_back is None else rolled_back + RECOVERY_MS
-        if post_to - post_from < MIN_AFTER_MS or clock_ms > last_look + FINE_MS:
+        if post_to - post_from < SWITCH_AFTER_MS or clock_ms > last_look + FINE_MS:
             return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
         before = tracked.before
         calm = _calm_before(before, slo, windows, start)
@@ -533,6 +536,11 @@ class DeployTracker:
         switched = post_from - _warmup(tracked)
         at_the_switch = post_from == first_post_from  # not moved past an incident's end
         rose_at = _rise_from(windows, pre, switched, post_to)
+        # (Only from the start: at a rollout's finish the SLO may have been failing already.)
+        from_the_start = post_from_ms - _warmup(tracked) <= tracked.started_ms
+        with_the_switch = at_the_switch and from_the_start and rose_at - switched < SWITCH_MS
+        if post_to - post_from < MIN_AFTER_MS and not with_the_switch:
+            return Verdict("INCONCLUSIVE", 0.0), {}
         rise_from = max(rose_at, post_from)
         afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
                   for lo in sorted({post_from, recent_from, rise_from})}  # fmt: skip
