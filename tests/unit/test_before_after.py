@@ -411,3 +411,17 @@ def test_a_rise_that_began_after_the_switch_is_judged_on_three_minutes_of_after(
     attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
     assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
     assert attributed[0].decided_at_ms >= T0 + 5 * MINUTE
+
+
+def test_a_ramp_from_the_switch_is_not_held_as_a_late_rise() -> None:
+    # The three calm controls of the test above, but the rate ramps up from the switch
+    # itself (0.1 % to 1 % over half an hour) instead of stepping up minutes later: its
+    # most likely step is late, yet the ramp explains "after" far better than any step.
+    three = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
+    ramp = counts(100, lambda m: round(10 / (1 + 9 * min(m, 30) / 30)) if m >= 0 else 10)
+    impacts = judge(three, minutes=40, slo=ramp)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["onset"] == "ramp"
+    # Long before it has lasted (the step above waits 45 minutes with the same controls).
+    assert attributed[0].decided_at_ms < T0 + 30 * MINUTE

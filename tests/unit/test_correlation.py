@@ -1,7 +1,9 @@
-"""The version-split e-value, its mirror, the exact tail, the CUSUM and the verdict rules."""
+"""The version-split e-value, its mirror, the exact tail, the CUSUM, the ramp-or-step
+likelihood and the verdict rules."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -11,6 +13,7 @@ from slipstream.slo.correlation import (
     Cusum,
     VersionSplitTest,
     binomial_upper_tail,
+    ramp_over_step_llr,
     split_verdict,
     timing_weight,
 )
@@ -193,3 +196,12 @@ def test_two_deploys_at_the_same_moment_are_ambiguous() -> None:
     pair = [Candidate("a", onset - 60_000, None), Candidate("b", onset - 60_000, None)]
     v = episode_verdict(onset, pair, (10, 20_000), (150, 4_000), [])
     assert v.verdict == "AMBIGUOUS"
+
+
+def test_a_ramp_from_the_first_step_beats_a_late_step_only_when_it_is_one() -> None:
+    # 1 % of 1 000 at first; a ramp adds 0.5 % a step, a step jumps to 5 % at the fifth.
+    ramp = [(10 + 5 * i, 1000) for i in range(10)]
+    step = [(10, 1000)] * 4 + [(50, 1000)] * 6
+    assert ramp_over_step_llr(ramp, 0.01) > math.log(100)
+    assert ramp_over_step_llr(step, 0.01) < 0
+    assert ramp_over_step_llr([(10, 1000)] * 10, 0.01) == 0.0  # nothing rose

@@ -342,6 +342,42 @@ def rise_start(steps: Sequence[Counts], base_rate: float) -> int:
     return best
 
 
+def _poisson_ll(bad: float, expected: float) -> float:
+    """Log-likelihood of ``bad`` events where ``expected`` were due (the constant left out)."""
+    return bad * math.log(expected) - expected if expected > 0 else 0.0
+
+
+def ramp_over_step_llr(steps: Sequence[Counts], base_rate: float) -> float:
+    """How much better, in log-likelihood, a rate ramping up linearly from the first step
+    explains ``steps`` than the best single step up after the first: a gradual onset that
+    began with a change against an incident that began later. Poisson counts; 0 or less
+    when the step explains them as well."""
+    base_rate = max(base_rate, 1e-6)
+    xs = [i + 0.5 for i in range(len(steps))]
+    bads = [float(b) for b, _ in steps]
+    dues = [base_rate * t for _, t in steps]
+    if len(steps) < 3 or sum(bads) <= sum(dues):
+        return 0.0
+
+    def slope_score(slope: float) -> float:  # d(log-likelihood)/d(slope), decreasing
+        return sum(b * x / (1 + slope * x) - d * x for x, b, d in zip(xs, bads, dues, strict=True))
+
+    lo, hi = 0.0, 1.0
+    while slope_score(hi) > 0 and hi < 1e6:
+        hi *= 2
+    for _ in range(60):  # bisection: the score is monotone in the slope
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if slope_score(mid) > 0 else (lo, mid)
+    ramp = sum(_poisson_ll(b, d * (1 + lo * x)) for x, b, d in zip(xs, bads, dues, strict=True))
+    best_step = -math.inf
+    for tau in range(1, len(steps)):
+        calm = sum(_poisson_ll(b, d) for b, d in zip(bads[:tau], dues[:tau], strict=True))
+        ratio = max(sum(bads[tau:]) / sum(dues[tau:]), 1.0) if sum(dues[tau:]) else 1.0
+        risen = sum(_poisson_ll(b, d * ratio) for b, d in zip(bads[tau:], dues[tau:], strict=True))
+        best_step = max(best_step, calm + risen)
+    return ramp - best_step
+
+
 HOP_PRIOR: Final = 0.5  # a callee's deploy is half as likely a cause as the service's own
 EXTERNAL_MIN_DEGRADED: Final = 2  # controls degraded with the SLO: a shared cause
 

@@ -25,6 +25,7 @@ from slipstream.slo.correlation import (
     bayes_factor_bound,
     binomial_upper_tail,
     control_shift,
+    ramp_over_step_llr,
     rate_rose,
     rise_start,
     split_verdict,
@@ -54,6 +55,9 @@ MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incide
 # ... but one minute when the rise began in the switch's own first minute: an incident or a
 # blip that begins in that very minute is a coincidence, and the warm-up is already past.
 SWITCH_AFTER_MS: Final = 60_000
+# A ramp from the switch must explain "after" this much better (log-likelihood) than the
+# best step after it before a rise that is not located at the switch is called its onset.
+RAMP_LLR_MIN: Final = math.log(1 / ALPHA)
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after the switch is not immediate
@@ -583,6 +587,15 @@ class DeployTracker:
         early_ratio, p_early = rate_rose(pre, early)
         ramping = early[0] >= MIN_DEGRADED_BAD and early_ratio >= 1.5 and p_early <= ALPHA
         delayed = rose_at - switched >= DELAYED_RISE_MS and not ramping
+        if harmful and delayed:
+            # Its most likely step is minutes after the switch, but a ramp from the switch
+            # itself may explain the minutes far better: a gradual onset, not an incident.
+            minutes = [_shrunk(windows.fine_range(t, min(t + 60_000, post_to)), phi)
+                       for t in range(switched, post_to, 60_000)]  # fmt: skip
+            ramp_llr = ramp_over_step_llr(minutes, pre[0] / pre[1] if pre[1] else 0.0)
+            evidence["ramp_llr"] = round(ramp_llr, 2)
+            ramping = ramp_llr >= RAMP_LLR_MIN
+            delayed = not ramping
         evidence["onset"] = "ramp" if ramping else "delayed" if delayed else "at the switch"
         # "After" starts past a code change's warm-up: an immediate rise is seen only from
         # then, and controls must have had the chance to show it too; unless the rise is
