@@ -425,3 +425,30 @@ def test_a_ramp_from_the_switch_is_not_held_as_a_late_rise() -> None:
     assert attributed[0].evidence["onset"] == "ramp"
     # Long before it has lasted (the step above waits 45 minutes with the same controls).
     assert attributed[0].decided_at_ms < T0 + 30 * MINUTE
+
+
+def failing_per_bucket(per_bucket: int, bad: Callable[[int], int]) -> WindowCounts:
+    """Like ``counts``, with ``bad(minute since the change)`` bad events in every bucket."""
+    w = WindowCounts([3_600_000, 6 * 3_600_000])
+    for index in range((T0 - 2 * 3_600_000) // FINE_MS, (T0 + 3_600_000) // FINE_MS):
+        b = bad((index * FINE_MS - T0) // MINUTE)
+        w.add(FINE_MS, index, b, per_bucket, 0)
+        w.add(MEDIUM_MS, index * FINE_MS // MEDIUM_MS, b, per_bucket, 0)
+    return w
+
+
+def test_a_called_service_that_had_already_raised_the_rate_sets_the_level() -> None:
+    # "db", too quiet to show anything itself, changed 15 min before and is suspected; since
+    # then "api" fails 1 % instead of 0.1 %. A change of "api" that takes it to 5 % is its
+    # own doing; one after which it stays at 1 % is not, and neither is one made before the
+    # harm of "db" had shown.
+    quiet = counts(1, lambda m: 1000)
+
+    def slo(own: int, callee_min: int) -> WindowCounts:
+        # Calm: every bucket of one minute in ten has a bad event (0.1 %).
+        return failing_per_bucket(100, lambda m: own if m >= 0 else 1 if m >= callee_min
+                                  else int(m % 10 == 0))  # fmt: skip
+
+    assert "ATTRIBUTED" in judge_with_callee(-15, quiet, slo(5, -15), theirs="SUSPECTED")
+    assert "ATTRIBUTED" not in judge_with_callee(-15, quiet, slo(1, -15), theirs="SUSPECTED")
+    assert "ATTRIBUTED" not in judge_with_callee(-2, quiet, slo(5, -2), theirs="SUSPECTED")

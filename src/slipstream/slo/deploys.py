@@ -335,20 +335,29 @@ class DeployTracker:
             start = tracked.started_ms // FINE_MS * FINE_MS
             kept_counts(tracked.before, slo, windows, start - BEFORE_MS, start)
             judgements = []
+            changes = callee_changes() if callee_changes else ()
+            # A called service's change (not cleared) whose harm had already reached this
+            # service when it changed: "before" is the level it had brought it to.
+            level_from = max((started for _, started, theirs, _ in changes
+                              if theirs != "CLEARED"
+                              and started >= tracked.started_ms - BEFORE_MS
+                              and _level_at_change(tracked.before, slo, windows, started,
+                                                   start) is not None),
+                             default=None)  # fmt: skip
             for post_from in starts:
                 callee = any(
-                    (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
-                    # an overlapping change of a called service, not cleared, confounds
-                    # "after" unless that service's own failures cannot explain the rise
-                    or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
-                        and self._callee_explains(tracked, slo, windows, name, counts,
-                                                  post_from, started, clock_ms))
-                    for name, started, theirs, counts in
-                    (callee_changes() if callee_changes else ())
+                    (level_from is None or started > level_from) and (
+                        (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
+                        # an overlapping change of a called service, not cleared, confounds
+                        # "after" unless that service's own failures cannot explain the rise
+                        or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
+                            and self._callee_explains(tracked, slo, windows, name, counts,
+                                                      post_from, started, clock_ms)))
+                    for name, started, theirs, counts in changes
                 )  # fmt: skip
                 judged, extra = self._before_after(
                     tracked, slo, windows, post_from, clock_ms, callee, controls or dict,
-                    callees or dict, stopped_ms
+                    callees or dict, stopped_ms, None if callee else level_from
                 )  # fmt: skip
                 if callee:
                     extra["note"] = "a called service changed too"
@@ -457,6 +466,7 @@ class DeployTracker:
         find_controls: Callable[[], Mapping[str, WindowCounts]],
         find_callees: Callable[[], Mapping[str, WindowCounts]],
         stopped_ms: int | None = None,
+        level_from: int | None = None,
     ) -> tuple[Verdict, dict[str, Any]]:
         start = tracked.started_ms // FINE_MS * FINE_MS
         post_from = first_post_from = -(-post_from_ms // FINE_MS) * FINE_MS
@@ -476,7 +486,13 @@ class DeployTracker:
         before = tracked.before
         calm = _calm_before(before, slo, windows, start)
         pre = calm.pre
-        if calm.failing_at_start:
+        level = None if level_from is None else _level_at_change(before, slo, windows,
+                                                                  level_from, start)  # fmt: skip
+        if level is not None:
+            # A called service's earlier change had raised this one's rate: the change is
+            # measured against where it stood then, and must rise well beyond it.
+            pre = level
+        elif calm.failing_at_start:
             # Something already failing when the change came (an incident ending): "after"
             # starts once the SLO is back to its calm rate, so it is not blamed on the change.
             calm_from = _calm_again(before, slo, windows, start, clock_ms, pre)
@@ -490,9 +506,9 @@ class DeployTracker:
         # level it had risen to, the hour's second half, and must rise well beyond it.
         trend, p_trend = rate_rose(calm.early, calm.late)
         rising = trend >= 1.5 and p_trend <= ALPHA and calm.late[0] >= MIN_BAD_EVENTS
-        if rising:
+        if rising and level is None:
             pre = calm.late
-        if pre[0] < MIN_BAD_EVENTS:
+        if pre[0] < MIN_BAD_EVENTS and level is None:
             # A quiet service's hour holds too few failures to know its rate: look further
             # back, in the 5 min buckets that keep the day.
             lo = start // MEDIUM_MS * MEDIUM_MS
@@ -524,7 +540,10 @@ class DeployTracker:
                           "post_to_ms": post_to}  # fmt: skip
         if explained:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "another cause is open"}
-        if rising:
+        if level is not None:
+            evidence["note"] = "a called service changed before: compared with where it stood"
+            evidence["level_from_ms"] = level_from
+        elif rising:
             evidence["note"] = "rising before the deploy: compared with its last half hour"
         # Difference in differences: the services around (not callers, not callees, no
         # change of their own) show what happened anyway: over all of "after", lately, and
@@ -573,7 +592,7 @@ class DeployTracker:
                                                 (s.degraded for s in callee_shifts), default=0
                                             )}  # fmt: skip
         evidence["controls"] = seen_by_controls
-        min_ratio = 2.0 if rising else 1.5
+        min_ratio = 2.0 if rising or level is not None else 1.5
         if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
             ratio, p_harm = rate_rose(pre, post, factor)
@@ -748,6 +767,24 @@ def _calm_before(
         before[key] = [*pre, round(1000 * max(phi, 1.0)), int(failing), *early, *late]
     v = before[key]
     return CalmBefore((v[0], v[1]), v[2] / 1000, bool(v[3]), (v[4], v[5]), (v[6], v[7]))
+
+
+LEVEL_MS: Final = 5 * 60_000  # where a called service's change had brought this one
+
+
+def _level_at_change(
+    before: dict[str, list[int]], slo: str, windows: WindowCounts, since: int, start: int
+) -> tuple[int, int] | None:
+    """(bad, total) of the SLO in the ``LEVEL_MS`` before ``start`` (this change) when a
+    called service's change at ``since``, that long before at least, had raised it well
+    above its calm hour by then: that harm was here already, so only a rise well beyond
+    it is this change's. The latest minutes, not all since ``since``: that harm may still
+    have been growing. None when it had not shown (yet): it may be what shows now."""
+    if start - since < LEVEL_MS:
+        return None
+    level = kept_counts(before, f"level:{slo}", windows, start - LEVEL_MS, start)
+    ratio, p = rate_rose(_calm_before(before, slo, windows, start).pre, level)
+    return level if ratio >= 1.5 and p <= ALPHA and level[0] >= MIN_BAD_EVENTS else None
 
 
 def _summed_counts(counts: Sequence[tuple[int, int]]) -> tuple[int, int]:
