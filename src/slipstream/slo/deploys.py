@@ -338,11 +338,11 @@ class DeployTracker:
             changes = callee_changes() if callee_changes else ()
             # A called service's change (not cleared) whose harm had already reached this
             # service when it changed: "before" is the level it had brought it to.
+            raised = _raised_level(tracked.before, slo, windows, start) is not None
             level_from = max((started for _, started, theirs, _ in changes
-                              if theirs != "CLEARED"
-                              and started >= tracked.started_ms - BEFORE_MS
-                              and _level_at_change(tracked.before, slo, windows, started,
-                                                   start) is not None),
+                              if raised and theirs != "CLEARED"
+                              and tracked.started_ms - BEFORE_MS <= started
+                              <= start - LEVEL_MS),
                              default=None)  # fmt: skip
             for post_from in starts:
                 callee = any(
@@ -486,8 +486,7 @@ class DeployTracker:
         before = tracked.before
         calm = _calm_before(before, slo, windows, start)
         pre = calm.pre
-        level = None if level_from is None else _level_at_change(before, slo, windows,
-                                                                  level_from, start)  # fmt: skip
+        level = None if level_from is None else _raised_level(before, slo, windows, start)
         if level is not None:
             # A called service's earlier change had raised this one's rate: the change is
             # measured against where it stood then, and must rise well beyond it.
@@ -772,16 +771,14 @@ def _calm_before(
 LEVEL_MS: Final = 5 * 60_000  # where a called service's change had brought this one
 
 
-def _level_at_change(
-    before: dict[str, list[int]], slo: str, windows: WindowCounts, since: int, start: int
+def _raised_level(
+    before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int
 ) -> tuple[int, int] | None:
-    """(bad, total) of the SLO in the ``LEVEL_MS`` before ``start`` (this change) when a
-    called service's change at ``since``, that long before at least, had raised it well
-    above its calm hour by then: that harm was here already, so only a rise well beyond
-    it is this change's. The latest minutes, not all since ``since``: that harm may still
-    have been growing. None when it had not shown (yet): it may be what shows now."""
-    if start - since < LEVEL_MS:
-        return None
+    """(bad, total) of the SLO in the ``LEVEL_MS`` before ``start`` (this change) when they
+    fail well above its calm hour. After a called service's change at least that long
+    before, that harm was here already, so only a rise well beyond it is this change's.
+    The latest minutes, not all since that change: its harm may still have been growing.
+    None when the SLO had not risen: a callee's change may be what shows now."""
     level = kept_counts(before, f"level:{slo}", windows, start - LEVEL_MS, start)
     ratio, p = rate_rose(_calm_before(before, slo, windows, start).pre, level)
     return level if ratio >= 1.5 and p <= ALPHA and level[0] >= MIN_BAD_EVENTS else None
