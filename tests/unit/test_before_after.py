@@ -393,6 +393,23 @@ def test_a_rise_from_the_switch_of_a_code_change_does_not_wait_for_controls() ->
     assert attributed[0].decided_at_ms < T0 + 5 * MINUTE
 
 
+def test_the_warm_up_counts_for_a_rise_from_the_switch_that_outlasts_it() -> None:
+    # 5x from the switch at 0.1 %: the warm-up's failures are the change's too once the
+    # minutes past it show the rise on their own, so it is attributed sooner than on the
+    # minutes past the warm-up alone (5 min 10 s, when the warm-up was left out).
+    impacts = code_switch(counts(100, lambda m: 2 if m >= 0 else 10), minutes=12)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].decided_at_ms < T0 + 4 * MINUTE
+    assert attributed[0].evidence["with_warmup_p_value"] <= 1e-4
+
+
+def test_failures_only_during_the_warm_up_are_not_attributed() -> None:
+    # 10x during the two minutes of warm-up, then back to the usual rate: passing errors.
+    impacts = code_switch(counts(100, lambda m: 1 if 0 <= m < 2 else 10), minutes=20)
+    assert all(i.verdict.verdict not in ("ATTRIBUTED", "SUSPECTED") for i in impacts)
+
+
 def test_a_rise_that_began_during_the_warm_up_waits_for_controls() -> None:
     # The same rise from one minute after the switch: an incident that began during the
     # warm-up would look the same, and the quiet controls cannot yet rule it out.

@@ -599,6 +599,19 @@ class DeployTracker:
             ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
         harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
+        if not harmful and with_the_switch and switched < post_from:
+            # A rise located in the switch's own first minute and still there past the
+            # warm-up, on its own evidence, is not a warm-up's passing errors: the warm-up's
+            # failures are the change's too, and "after" counts them.
+            whole = _shrunk(windows.fine_range(switched, post_to), phi)
+            whole_ratio, p_whole = rate_rose(pre, whole, factor)
+            whole_ratio /= factor
+            past_warmup = post[0] >= MIN_DEGRADED_BAD and p_harm <= PERSIST_ALPHA
+            if (past_warmup and ratio >= min_ratio and whole[0] >= MIN_BAD_EVENTS
+                    and p_whole <= BEFORE_AFTER_ALPHA and whole_ratio >= min_ratio):  # fmt: skip
+                harmful, p_harm = True, p_whole
+                evidence |= {"with_warmup_rate_ratio": whole_ratio,
+                             "with_warmup_p_value": p_whole}  # fmt: skip
         # A rise that ramps up from the switch (a gradual onset) has its most likely step
         # minutes later, but the minutes before that step already fail more than before.
         early = _shrunk(windows.fine_range(switched, rose_at), phi)
