@@ -7,12 +7,18 @@ from collections.abc import Callable
 
 import pytest
 
-from slipstream.slo.correlation import ControlShift, control_shift, rise_start
+from slipstream.slo.correlation import (
+    ControlShift,
+    control_shift,
+    rise_may_start_first,
+    rise_start,
+)
 from slipstream.slo.deploys import (
     INCIDENT_REACH,
     DeployTracker,
     Impact,
     _external_bayes_factor,
+    _failing,
 )
 from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
@@ -132,6 +138,19 @@ def test_rise_start_finds_the_change_point() -> None:
     steps = [(1, 1000)] * 10 + [(20, 1000)] * 5
     assert rise_start(steps, 0.001) == 10
     assert rise_start([(1, 1000)] * 10, 0.001) == 0  # nothing rose
+
+
+def test_a_rise_located_late_on_few_events_may_have_begun_at_the_first_step() -> None:
+    # 3x from the first minute, but its first two minutes happened to fail as usual: the
+    # most likely start is the third minute, yet the first is as good as likely.
+    few = [(1, 1000), (1, 1000), (4, 1000), (3, 1000), (3, 1000)]
+    assert rise_start(few, 0.001) == 2
+    assert rise_may_start_first(few, 0.001)
+    # On many events a step two minutes in is placed there: the first is ruled out.
+    many = [(10, 10_000)] * 2 + [(30, 10_000)] * 3
+    assert rise_start(many, 0.001) == 2
+    assert not rise_may_start_first(many, 0.001)
+    assert not rise_may_start_first([(1, 1000)] * 5, 0.001)  # nothing rose
 
 
 def test_pooled_controls_see_a_rise_no_single_control_can() -> None:
@@ -430,18 +449,45 @@ def test_a_rise_that_began_after_the_switch_is_judged_on_three_minutes_of_after(
     assert attributed[0].decided_at_ms >= T0 + 5 * MINUTE
 
 
+def test_a_rise_few_events_cannot_place_after_the_switch_is_taken_as_the_switchs() -> None:
+    # 5x from the third minute after a config push, on some three bad events a minute:
+    # the two calm minutes first are as likely chance as a later start, so the rise is
+    # taken as the switch's and does not wait for the quiet controls. From the sixth
+    # minute on it is placed there, a delayed rise, and waits.
+    quiet = {f"q{i}/availability": counts(1, lambda m: 1000) for i in range(6)}
+    impacts = judge(quiet, minutes=30, slo=counts(100, lambda m: 2 if m >= 2 else 10))
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["onset"] == "at the switch"
+    later = judge(quiet, minutes=30, slo=counts(100, lambda m: 2 if m >= 5 else 10))
+    assert later and all(i.verdict.verdict != "ATTRIBUTED" for i in later)
+    assert later[-1].evidence["onset"] == "delayed"
+
+
+def test_failing_before_a_switch_is_told_loosely() -> None:
+    # 0.1 % calm; 5x in the five minutes before minute 20, or only 1.25x: a rollout's finish
+    # at minute 20 came while the SLO was failing in the first case only.
+    pre = (36, 36_000)
+    assert _failing(counts(100, lambda m: 2 if 15 <= m < 20 else 10), pre, T0 + 20 * MINUTE, 1.0)
+    assert not _failing(counts(100, lambda m: 8 if 15 <= m < 20 else 10), pre,
+                        T0 + 20 * MINUTE, 1.0)  # fmt: skip
+    assert not _failing(counts(100, lambda m: 10), pre, T0 + 20 * MINUTE, 1.0)
+
+
 def test_a_ramp_from_the_switch_is_not_held_as_a_late_rise() -> None:
     # The three calm controls of the test above, but the rate ramps up from the switch
-    # itself (0.1 % to 1 % over half an hour) instead of stepping up minutes later: its
-    # most likely step is late, yet the ramp explains "after" far better than any step.
+    # itself (2 % to 11 % over half an hour) instead of stepping up minutes later: its
+    # most likely step is late (and on these many events a step at the switch is ruled
+    # out), yet the ramp explains "after" far better than any step.
     three = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
-    ramp = counts(100, lambda m: round(10 / (1 + 9 * min(m, 30) / 30)) if m >= 0 else 10)
+    ramp = failing_per_bucket(100, lambda m: 2 + round(9 * min(m, 30) / 30) if m >= 0 else 2)
     impacts = judge(three, minutes=40, slo=ramp)
     attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
     assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
     assert attributed[0].evidence["onset"] == "ramp"
-    # Long before it has lasted (the step above waits 45 minutes with the same controls).
-    assert attributed[0].decided_at_ms < T0 + 30 * MINUTE
+    # Long before it has lasted (the step above waits 45 minutes with the same controls;
+    # this ramp, told only by its early minutes, 27).
+    assert attributed[0].decided_at_ms < T0 + 20 * MINUTE
 
 
 def failing_per_bucket(per_bucket: int, bad: Callable[[int], int]) -> WindowCounts:

@@ -318,28 +318,48 @@ def control_shift(controls: Iterable[tuple[Counts, Counts]], min_ratio: float) -
     return ControlShift(len(kept), len(rose), factor, pooled_rose)
 
 
-def rise_start(steps: Sequence[Counts], base_rate: float) -> int:
-    """Index of the step where a rise above ``base_rate`` most likely began: the start of
-    the suffix whose bad rate is furthest, in log-likelihood, from the base rate (the
-    change-point estimate of a CUSUM run backwards). 0 when nothing rose."""
-    if base_rate <= 0.0:
-        base_rate = 1e-6
-    best, best_llr = 0, 0.0
+def rise_profile(steps: Sequence[Counts], base_rate: float) -> list[float]:
+    """Per step, the log-likelihood ratio of a rise above ``base_rate`` from that step on
+    (at the suffix's own rate) against none: the change-point profile of a CUSUM run
+    backwards. 0 where the suffix did not rise."""
+    base_rate = max(base_rate, 1e-6)
+    profile = [0.0] * len(steps)
     bad = total = 0
     for i in range(len(steps) - 1, -1, -1):
         bad += steps[i][0]
         total += steps[i][1]
-        if total == 0 or bad == 0:
+        if total == 0 or bad == 0 or bad / total <= base_rate:
             continue
         rate = bad / total
-        if rate <= base_rate:
-            continue
         llr = bad * math.log(rate / base_rate)
         if rate < 1.0:
             llr += (total - bad) * math.log((1 - rate) / (1 - base_rate))
-        if llr > best_llr:
-            best, best_llr = i, llr
+        profile[i] = llr
+    return profile
+
+
+def rise_start(steps: Sequence[Counts], base_rate: float) -> int:
+    """Index of the step where a rise above ``base_rate`` most likely began: the start of
+    the suffix whose bad rate is furthest, in log-likelihood, from the base rate. 0 when
+    nothing rose."""
+    profile = rise_profile(steps, base_rate)
+    best, best_llr = 0, 0.0
+    for i in range(len(profile) - 1, -1, -1):
+        if profile[i] > best_llr:
+            best, best_llr = i, profile[i]
     return best
+
+
+# A rise may have begun at a step when its profile log-likelihood is within this of the
+# best's: the 95 % likelihood interval of a change point (chi-square, 1 df, halved).
+RISE_INTERVAL_LLR: Final = 1.92
+
+
+def rise_may_start_first(steps: Sequence[Counts], base_rate: float) -> bool:
+    """Whether the first step is in the likelihood interval of where the rise began: a rise
+    located a few steps later may have begun with the first as well."""
+    profile = rise_profile(steps, base_rate)
+    return bool(profile) and profile[0] > 0.0 and max(profile) - profile[0] <= RISE_INTERVAL_LLR
 
 
 def _poisson_ll(bad: float, expected: float) -> float:

@@ -27,6 +27,7 @@ from slipstream.slo.correlation import (
     control_shift,
     ramp_over_step_llr,
     rate_rose,
+    rise_may_start_first,
     rise_start,
     split_verdict,
 )
@@ -557,9 +558,13 @@ class DeployTracker:
         # its own too. (After an incident going on at the change, from the end of it.)
         switched = post_from - _warmup(tracked)
         at_the_switch = post_from == first_post_from  # not moved past an incident's end
-        rose_at = _rise_from(windows, pre, switched, post_to)
-        # (Only from the start: at a rollout's finish the SLO may have been failing already.)
+        # Where few events cannot place the rise after the switch, it is the switch's; but
+        # at a rollout's finish only if the SLO was not failing already (nor after an
+        # incident's end).
         from_the_start = post_from_ms - _warmup(tracked) <= tracked.started_ms
+        calm_until_switch = from_the_start or not _failing(windows, pre, switched, phi)
+        rose_at = _rise_from(windows, pre, switched, post_to,
+                             plausibly_lo=at_the_switch and calm_until_switch)  # fmt: skip
         with_the_switch = at_the_switch and from_the_start and rose_at - switched < SWITCH_MS
         if post_to - post_from < MIN_AFTER_MS and not with_the_switch:
             return Verdict("INCONCLUSIVE", 0.0), {}
@@ -923,11 +928,23 @@ def _recovered_at_rollback(
     return drop >= 2.0 and p_drop <= PERSIST_ALPHA and not (back >= 1.5 and p_back <= 0.05)
 
 
-def _rise_from(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int) -> int:
+def _failing(windows: WindowCounts, pre: tuple[int, int], to: int, phi: float) -> bool:
+    """Whether the SLO failed above ``pre``'s rate (counts already shrunk by ``phi``) in the
+    ``LEVEL_MS`` before ``to`` (loosely, p <= 0.05: when in doubt, it was)."""
+    ratio, p = rate_rose(pre, _shrunk(windows.fine_range(to - LEVEL_MS, to), phi))
+    return ratio >= 1.5 and p <= 0.05
+
+
+def _rise_from(
+    windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int, plausibly_lo: bool = False
+) -> int:
     """Where, minute by minute in [lo, hi), the SLO's bad rate most likely rose above
-    ``pre``'s."""
+    ``pre``'s; with ``plausibly_lo``, ``lo`` itself whenever the rise may have begun there
+    (a few events cannot place a rise to the minute)."""
     steps = [windows.fine_range(t, min(t + 60_000, hi)) for t in range(lo, hi, 60_000)]
     base = pre[0] / pre[1] if pre[1] else 0.0
+    if plausibly_lo and rise_may_start_first(steps, base):
+        return lo
     return lo + 60_000 * rise_start(steps, base)
 
 
