@@ -15,6 +15,7 @@ from slipstream.slo.correlation import (
 )
 from slipstream.slo.deploys import (
     INCIDENT_REACH,
+    CalleeChange,
     DeployTracker,
     Impact,
     _external_bayes_factor,
@@ -515,3 +516,42 @@ def test_a_called_service_that_had_already_raised_the_rate_sets_the_level() -> N
     assert "ATTRIBUTED" in judge_with_callee(-15, quiet, slo(5, -15), theirs="SUSPECTED")
     assert "ATTRIBUTED" not in judge_with_callee(-15, quiet, slo(1, -15), theirs="SUSPECTED")
     assert "ATTRIBUTED" not in judge_with_callee(-2, quiet, slo(5, -2), theirs="SUSPECTED")
+
+
+def rises_at_the_switch(minute: int) -> int:
+    return 5 if minute >= 0 else 100  # 20 times the rate from the change on
+
+
+def test_a_called_service_changed_minutes_before_a_rise_at_the_switch_is_told_apart() -> None:
+    # "db" changed 10 min before and is suspected of its own harm; "api" stayed calm until
+    # its own change, then failed 20x: the dose-response fit names "api"'s change.
+    quiet = counts(1, lambda m: 1000)
+    verdicts = judge_with_callee(-10, quiet, counts(10, rises_at_the_switch), "SUSPECTED")
+    assert "ATTRIBUTED" in verdicts
+
+
+def test_a_called_service_that_switched_with_the_change_confounds_it() -> None:
+    # "db" changed a minute before: too few events in that minute to tell the two apart.
+    quiet = counts(1, lambda m: 1000)
+    assert "ATTRIBUTED" not in judge_with_callee(-1, quiet, counts(10, rises_at_the_switch),
+                                                 "SUSPECTED")  # fmt: skip
+    # A canary of "db" from 20 min before that went to everyone with "api"'s change: its 5 %
+    # did not move "api", but its full rollout may be what does. Ambiguous between the two.
+    tracker = DeployTracker()
+    for phase in ("started", "finished"):
+        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
+                                 T0, "ci"))  # fmt: skip
+    canary = CalleeChange("db", T0 - 20 * MINUTE, "SUSPECTED", quiet,
+                          [(T0 - 20 * MINUTE, 0.05), (T0, 1.0)], "db-v9")  # fmt: skip
+    slo = counts(10, rises_at_the_switch)
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda: BUSY, callee_changes=lambda: [canary])  # fmt: skip
+    assert [i.verdict.verdict for i in impacts] == ["INCONCLUSIVE", "AMBIGUOUS"]
+    evidence = impacts[-1].evidence
+    assert evidence["note"] == "a called service changed too"
+    assert evidence["ambiguous_with"] == ["db-v9"]
+    fit = evidence["dose_response"]  # something changed, but neither alone surely did it
+    assert fit["joint_p_value"] < 1e-6 and fit["p_value"] > 0.01
+    assert fit["called"][0]["p_value"] > 0.01

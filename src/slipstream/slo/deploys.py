@@ -10,6 +10,7 @@ is attributed to.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from slipstream.slo.correlation import (
     rise_start,
     split_verdict,
 )
+from slipstream.slo.dose_response import dose_response, fraction_at
 from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
 
@@ -60,7 +62,9 @@ SWITCH_AFTER_MS: Final = 60_000
 # best step after it before a rise that is not located at the switch is called its onset.
 RAMP_LLR_MIN: Final = math.log(1 / ALPHA)
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
-JUDGEMENT_RANK: Final = {"INCONCLUSIVE": 0, "CLEARED": 1, "SUSPECTED": 2, "ATTRIBUTED": 3}
+JUDGEMENT_RANK: Final = {
+    "INCONCLUSIVE": 0, "CLEARED": 1, "AMBIGUOUS": 2, "SUSPECTED": 3, "ATTRIBUTED": 4
+}  # fmt: skip
 DELAYED_RISE_MS: Final = 2 * 60_000  # a rise this long after the switch is not immediate
 SWITCH_MS: Final = 60_000  # a rise located in this first minute began with the switch
 CONTROL_POWER_BAD: Final = 3.0  # expected bad events of the controls that would show a rise
@@ -86,6 +90,27 @@ PERSISTED_MS: Final = 30 * 60_000
 # ... or when it ended with the change's rollback (judged over these minutes after it).
 RECOVERY_MS: Final = 5 * 60_000
 ROLLBACK_TAKES_MS: Final = 60_000
+MAX_PHASES: Final = 100  # phases kept per deploy (a rollout has a handful)
+
+
+class CalleeChange(NamedTuple):
+    """A deploy of a service the judged one calls."""
+
+    service: str
+    started_ms: int
+    verdict: str | None  # its own verdict on the SLO's counterpart, if any
+    counts: WindowCounts | None  # its service's counts
+    fractions: Sequence[tuple[int, float]] = ()  # its phases (see TrackedDeploy.fractions)
+    deploy_id: str = ""
+
+    def doses(self) -> Sequence[tuple[int, float]]:
+        """Its rollout fraction over time; at full rollout from its start when unknown."""
+        return self.fractions or ((self.started_ms, 1.0),)
+
+
+CalleeChanges = Callable[
+    [], Sequence[CalleeChange | tuple[str, int, str | None, WindowCounts | None]]
+]
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,8 @@ class TrackedDeploy:
     # (bad, total) in the hour before the deploy, per SLO and per control, kept from the
     # first look: the 10 s buckets they come from expire while the deploy is judged.
     before: dict[str, list[int]] = field(default_factory=dict)
+    # (event time, rollout fraction) of each phase, in time order: the change's dose.
+    fractions: list[tuple[int, float]] = field(default_factory=list)
 
     def splitting_at(self, ts_ms: int) -> bool:
         """Both versions may serve at event time ``ts_ms`` (the topics of deploys and
@@ -143,6 +170,7 @@ class TrackedDeploy:
             "fast_ticks": self.fast_ticks,
             "rollback": self.rollback,
             "before": self.before,
+            "fractions": self.fractions,
         }
 
     @classmethod
@@ -157,6 +185,7 @@ class TrackedDeploy:
             dict(data.get("fast_ticks", {})),
             list(data.get("rollback", [])),
             {k: list(v) for k, v in data.get("before", {}).items()},
+            [(ts, fraction) for ts, fraction in data.get("fractions", [])],
         )
 
 
@@ -183,6 +212,9 @@ class DeployTracker:
             tracked.started_ms = min(tracked.started_ms, deploy.timestamp_ms)
         if deploy.phase in ("finished", "rolled_back"):
             tracked.ended_ms = min(tracked.ended_ms or deploy.timestamp_ms, deploy.timestamp_ms)
+        fraction = {"finished": 1.0, "rolled_back": 0.0}.get(deploy.phase, deploy.rollout_fraction)
+        if len(tracked.fractions) < MAX_PHASES:
+            bisect.insort(tracked.fractions, (deploy.timestamp_ms, fraction))
         self.dirty.add(deploy.deploy_id)
 
     def active(self, service: str, ts_ms: int) -> TrackedDeploy | None:
@@ -246,8 +278,7 @@ class DeployTracker:
         windows: WindowCounts | None = None,
         controls: Callable[[], Mapping[str, WindowCounts]] | None = None,
         burn_rate_1h: float = 0.0,
-        callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
-        | None = None,
+        callee_changes: CalleeChanges | None = None,
         callees: Callable[[], Mapping[str, WindowCounts]] | None = None,
     ) -> list[Impact]:
         """Close the SLO's tick for the service's newest deploy; return changed verdicts.
@@ -297,8 +328,7 @@ class DeployTracker:
         windows: WindowCounts | None,
         controls: Callable[[], Mapping[str, WindowCounts]] | None,
         burn_rate_1h: float,
-        callee_changes: Callable[[], Sequence[tuple[str, int, str | None, WindowCounts | None]]]
-        | None,
+        callee_changes: CalleeChanges | None,
         callees: Callable[[], Mapping[str, WindowCounts]] | None,
         stopped_ms: int | None = None,
     ) -> Impact | None:
@@ -336,32 +366,32 @@ class DeployTracker:
             start = tracked.started_ms // FINE_MS * FINE_MS
             kept_counts(tracked.before, slo, windows, start - BEFORE_MS, start)
             judgements = []
-            changes = callee_changes() if callee_changes else ()
+            changes = [CalleeChange(*c) for c in callee_changes()] if callee_changes else []
             # A called service's change (not cleared) whose harm had already reached this
             # service when it changed: "before" is the level it had brought it to.
             raised = _raised_level(tracked.before, slo, windows, start) is not None
-            level_from = max((started for _, started, theirs, _ in changes
-                              if raised and theirs != "CLEARED"
-                              and tracked.started_ms - BEFORE_MS <= started
+            level_from = max((c.started_ms for c in changes
+                              if raised and c.verdict != "CLEARED"
+                              and tracked.started_ms - BEFORE_MS <= c.started_ms
                               <= start - LEVEL_MS),
                              default=None)  # fmt: skip
             for post_from in starts:
-                callee = any(
-                    (level_from is None or started > level_from) and (
-                        (theirs in SUSPECT_VERDICTS and started >= tracked.started_ms - BEFORE_MS)
+                confounders = [
+                    c for c in changes
+                    if (level_from is None or c.started_ms > level_from) and (
+                        (c.verdict in SUSPECT_VERDICTS
+                         and c.started_ms >= tracked.started_ms - BEFORE_MS)
                         # an overlapping change of a called service, not cleared, confounds
                         # "after" unless that service's own failures cannot explain the rise
-                        or (theirs != "CLEARED" and started >= tracked.started_ms - OVERLAP_MS
-                            and self._callee_explains(tracked, slo, windows, name, counts,
-                                                      post_from, started, clock_ms)))
-                    for name, started, theirs, counts in changes
-                )  # fmt: skip
+                        or (c.verdict != "CLEARED"
+                            and c.started_ms >= tracked.started_ms - OVERLAP_MS
+                            and self._callee_explains(tracked, slo, windows, c.service, c.counts,
+                                                      post_from, c.started_ms, clock_ms)))
+                ]  # fmt: skip
                 judged, extra = self._before_after(
-                    tracked, slo, windows, post_from, clock_ms, callee, controls or dict,
-                    callees or dict, stopped_ms, None if callee else level_from
+                    tracked, slo, windows, post_from, clock_ms, confounders, controls or dict,
+                    callees or dict, stopped_ms, None if confounders else level_from
                 )  # fmt: skip
-                if callee:
-                    extra["note"] = "a called service changed too"
                 judgements.append((judged, extra))
             judged, evidence_extra = max(judgements, key=lambda je: JUDGEMENT_RANK[je[0].verdict])
             if judged.verdict != "INCONCLUSIVE" or verdict.verdict == "INCONCLUSIVE":
@@ -463,7 +493,7 @@ class DeployTracker:
         windows: WindowCounts,
         post_from_ms: int,
         clock_ms: int,
-        explained: bool,
+        confounders: Sequence[CalleeChange],
         find_controls: Callable[[], Mapping[str, WindowCounts]],
         find_callees: Callable[[], Mapping[str, WindowCounts]],
         stopped_ms: int | None = None,
@@ -538,22 +568,6 @@ class DeployTracker:
         evidence = raw | {"method": "before_after", "rate_ratio": ratio, "p_value": p_harm,
                           "recent_rate_ratio": recent_ratio, "post_from_ms": post_from,
                           "post_to_ms": post_to}  # fmt: skip
-        if explained:
-            return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "another cause is open"}
-        if level is not None:
-            evidence["note"] = "a called service changed before: compared with where it stood"
-            evidence["level_from_ms"] = level_from
-        elif rising:
-            evidence["note"] = "rising before the deploy: compared with its last half hour"
-        # Difference in differences: the services around (not callers, not callees, no
-        # change of their own) show what happened anyway: over all of "after", lately, and
-        # since this SLO's own rise began (an incident that starts minutes after the
-        # change is seen there, undiluted).
-        controls = find_controls()
-        # Their usual rates too: an incident or a change of theirs in the hour before would
-        # set a bar that the incident now hitting them all does not clear.
-        pres = {key: _calm_before(before, f"control:{key}", other, start).pre
-                for key, other in controls.items()}  # fmt: skip
         # The rise is located from the switch itself: a code change's warm-up errors are
         # its own too. (After an incident going on at the change, from the end of it.)
         switched = post_from - _warmup(tracked)
@@ -568,6 +582,56 @@ class DeployTracker:
         with_the_switch = at_the_switch and from_the_start and rose_at - switched < SWITCH_MS
         if post_to - post_from < MIN_AFTER_MS and not with_the_switch:
             return Verdict("INCONCLUSIVE", 0.0), {}
+        min_ratio = 2.0 if rising or level is not None else 1.5
+        if confounders:
+            # Called services changed too. Their harm reaches this service as their new
+            # versions take traffic, this change's as its own does: the dose-response fit
+            # of both tells them apart when their rollouts did not move together. Only a
+            # rise that began with this change's own start, after theirs: a called
+            # service's harm may grow or begin well after its switch (its fraction does not
+            # say when), and a rise at a rollout's finish is where incidents go unseen.
+            fit = _dose_fit(tracked, windows, pre, confounders, start, post_to, phi)
+            evidence["dose_response"] = fit
+            separated = (
+                fit["p_value"] <= BEFORE_AFTER_ALPHA
+                and fit["rate_ratio"] >= min_ratio
+                and at_the_switch
+                and from_the_start
+                and rose_at - switched < DELAYED_RISE_MS
+                and all(c.started_ms < tracked.started_ms for c in confounders)
+            )
+            if not separated:
+                evidence["note"] = "a called service changed too"
+                # The rise came with this change, and this change and the called ones
+                # together surely explain it, but not one of them alone (their rollouts
+                # moved together): ambiguous among them, none blamed.
+                together = [c["deploy_id"] for c in fit["called"]
+                            if c["p_value"] > BEFORE_AFTER_ALPHA]  # fmt: skip
+                ambiguous = (
+                    together
+                    and fit["joint_p_value"] <= BEFORE_AFTER_ALPHA
+                    and post[0] >= MIN_BAD_EVENTS
+                    and ratio >= min_ratio
+                    and at_the_switch
+                    and rose_at - switched < DELAYED_RISE_MS
+                )
+                if ambiguous:
+                    return Verdict("AMBIGUOUS", 0.5), evidence | {"ambiguous_with": together}
+                return Verdict("INCONCLUSIVE", 0.0), evidence
+        if level is not None:
+            evidence["note"] = "a called service changed before: compared with where it stood"
+            evidence["level_from_ms"] = level_from
+        elif rising:
+            evidence["note"] = "rising before the deploy: compared with its last half hour"
+        # Difference in differences: the services around (not callers, not callees, no
+        # change of their own) show what happened anyway: over all of "after", lately, and
+        # since this SLO's own rise began (an incident that starts minutes after the
+        # change is seen there, undiluted).
+        controls = find_controls()
+        # Their usual rates too: an incident or a change of theirs in the hour before would
+        # set a bar that the incident now hitting them all does not clear.
+        pres = {key: _calm_before(before, f"control:{key}", other, start).pre
+                for key, other in controls.items()}  # fmt: skip
         rise_from = max(rose_at, post_from)
         afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
                   for lo in sorted({post_from, recent_from, rise_from})}  # fmt: skip
@@ -596,7 +660,6 @@ class DeployTracker:
                                                 (s.degraded for s in callee_shifts), default=0
                                             )}  # fmt: skip
         evidence["controls"] = seen_by_controls
-        min_ratio = 2.0 if rising or level is not None else 1.5
         if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
             ratio, p_harm = rate_rose(pre, post, factor)
@@ -926,6 +989,38 @@ def _recovered_at_rollback(
     drop, p_drop = rate_rose(after, during)
     back, p_back = rate_rose(pre, after)
     return drop >= 2.0 and p_drop <= PERSIST_ALPHA and not (back >= 1.5 and p_back <= 0.05)
+
+
+def _dose_fit(
+    tracked: TrackedDeploy,
+    windows: WindowCounts,
+    pre: tuple[int, int],
+    confounders: Sequence[CalleeChange],
+    start: int,
+    to: int,
+    phi: float,
+) -> dict[str, Any]:
+    """The dose-response fit of the SLO's minutes, from the first of the changes (at most
+    ``BEFORE_MS`` before this one) to ``to``, on this change's rollout fraction and the
+    called services' (see ``dose_response``), at ``pre``'s usual rate."""
+    first = min([start, *(c.doses()[0][0] for c in confounders)])
+    lo = start - 60_000 * min(-(-(start - first) // 60_000), BEFORE_MS // 60_000)
+    minutes = range(lo, to, 60_000)
+    steps = [_shrunk(windows.fine_range(t, min(t + 60_000, to)), phi) for t in minutes]
+    own = tracked.fractions or [(tracked.started_ms, tracked.deploy.rollout_fraction)]
+    doses = {"change": [fraction_at(own, t + 30_000) for t in minutes]}
+    for i, c in enumerate(confounders):
+        doses[str(i)] = [fraction_at(c.doses(), t + 30_000) for t in minutes]
+    fit = dose_response(steps, doses, pre[0] / pre[1] if pre[1] else 0.0)
+    called = [{"deploy_id": c.deploy_id, "service": c.service, "rate_ratio": fit.ratios[str(i)],
+               "p_value": fit.p_values[str(i)]} for i, c in enumerate(confounders)]  # fmt: skip
+    return {
+        "rate_ratio": fit.ratios["change"],
+        "p_value": fit.p_values["change"],
+        "called": called,
+        "joint_p_value": fit.joint_p_value,
+        "from_ms": lo,
+    }
 
 
 def _failing(windows: WindowCounts, pre: tuple[int, int], to: int, phi: float) -> bool:

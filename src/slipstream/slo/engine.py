@@ -23,7 +23,7 @@ from typing import Any, Final
 from slipstream.slo.alerts import AlertMachine, Transition, budget_remaining, burn_rate
 from slipstream.slo.catalogue import Catalogue, Slo
 from slipstream.slo.correlation import Candidate, Cusum, Verdict, episode_verdict
-from slipstream.slo.deploys import DeployTracker, Impact, TrackedDeploy, kept_counts
+from slipstream.slo.deploys import CalleeChange, DeployTracker, Impact, TrackedDeploy, kept_counts
 from slipstream.slo.events import Deploy, Request
 from slipstream.slo.policy import REPORTED_WINDOWS_MS
 from slipstream.slo.tally import FAST_MS, Tally
@@ -351,8 +351,8 @@ class PartitionEngine:
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
             rt.windows, lambda: self._control_windows(slo),
             burn_rate(*windows[3_600_000], slo.error_budget),
-            lambda: [(service, t.started_ms, self._deploy_verdict(t, slo),
-                      self._windows_of(service))
+            lambda: [CalleeChange(service, t.started_ms, self._deploy_verdict(t, slo),
+                                  self._windows_of(service), t.fractions, t.deploy.deploy_id)
                      for service in callees for t in self.deploys.of_service(service)],
             lambda: {service: counts for service in callees
                      if (counts := self._windows_of(service)) is not None},

@@ -81,6 +81,18 @@ def timeline(
     return sorted(rows, key=lambda r: (r.at_ms, r.kind))
 
 
+def undecided_line(impact: dict[str, Any]) -> str:
+    """What the report says of a deploy with no decision: AMBIGUOUS names what it could not
+    be told apart from."""
+    others = impact["evidence"].get("ambiguous_with")
+    if impact["verdict"] == "AMBIGUOUS" and others:
+        return (f"- {impact['deploy_id']} on {impact['slo']}: cannot be told apart from "
+                f"{', '.join(others)}, whose rollout moved with it; together they explain the "
+                "rise.")  # fmt: skip
+    return (f"- {impact['deploy_id']} on {impact['slo']}: no decision yet (too little "
+            "evidence, or no version split to compare).")  # fmt: skip
+
+
 def render(settings: Settings, service: str, since: int, until: int) -> str:
     deploys = read_records(settings, conventions.DEPLOYS_TOPIC, "DeployEvent")
     alerts = read_alerts(settings)
@@ -129,7 +141,7 @@ def render(settings: Settings, service: str, since: int, until: int) -> str:
             lines.append(
                 "  A rollback was recommended: it burned fast at two evaluations in a row."
             )
-    unknown = [i for i in impacts if i["verdict"] == "INCONCLUSIVE"]
+    unknown = [i for i in impacts if i["verdict"] in ("INCONCLUSIVE", "AMBIGUOUS")]
     unexplained = [
         a for a in alerts
         if a["service"] == service and a["state"] == "firing" and not a["suspected_deploy_id"]
@@ -138,9 +150,7 @@ def render(settings: Settings, service: str, since: int, until: int) -> str:
     lines += ["", "## What is still unknown", ""]
     if not unknown and not unexplained:
         lines.append("Nothing: every alert in the window has a deploy verdict behind it.")
-    for i in unknown:
-        lines.append(f"- {i['deploy_id']} on {i['slo']}: no decision yet (too little evidence, "
-                     "or no version split to compare).")  # fmt: skip
+    lines += [undecided_line(i) for i in unknown]
     for a in unexplained:
         lines.append(f"- {a['slo']} {a['severity']} alert at {_iso(a['event_time_ms'])}: no "
                      "deploy explains it.")  # fmt: skip
