@@ -163,6 +163,8 @@ def report(summary: dict[str, Any], title: str) -> str:
         shown = "n/a" if value is None else f"{value:.3f}"
         lines.append(f"- {key}: {shown} (target {'>=' if higher else '<='} {bound:g})")
     lines.append(f"- inconclusive_rate (all deploys): {summary['inconclusive_rate']:.3f}")
+    lines.append(f"- left AMBIGUOUS with an overlapping change: {summary['ambiguous_deploys']} "
+                 f"deploys, {summary['ambiguous_bad_deploys']} of them bad")  # fmt: skip
     floor = summary.get("oracle_median_minutes_10x_1rps")
     if floor is not None:
         n = summary["attributions_10x_1rps"]

@@ -218,6 +218,8 @@ def run_seed(seed: int, hours: float, explain: bool = False) -> dict[str, Any]:
             for k, v in first.items() if "ATTRIBUTED" in v
         )  # fmt: skip
     decisive = {"ATTRIBUTED", "CLEARED", "SUSPECTED", "AMBIGUOUS"}
+    # Deploys left AMBIGUOUS with an overlapping change (never attributed): how many were bad.
+    ambiguous = [truth[k] for k, v in first.items() if "AMBIGUOUS" in v and k not in attributed]
     slice_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for d in detectable:
         for key, value in slices(d, world).items():
@@ -243,6 +245,8 @@ def run_seed(seed: int, hours: float, explain: bool = False) -> dict[str, Any]:
         "methods": methods,
         "top1_hits": top1,
         "incidents_blamed_on_a_deploy": blamed,
+        "ambiguous_deploys": len(ambiguous),
+        "ambiguous_bad_deploys": sum(d.bad for d in ambiguous),
         "undecided_deploys": sum(not (set(first[d.deploy_id]) & decisive) for d in world.deploys),
         "minutes_to_attribution_10x_1rps": latencies,
         "oracle_minutes_10x_1rps": oracle,
@@ -291,6 +295,8 @@ def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
         "top1_episode_attribution": total("top1_hits") / detectable if detectable else 1.0,
         "false_blame_external": total("incidents_blamed_on_a_deploy") / max(total("incidents"), 1),
         "inconclusive_rate": total("undecided_deploys") / max(total("deploys"), 1),
+        "ambiguous_deploys": total("ambiguous_deploys"),
+        "ambiguous_bad_deploys": total("ambiguous_bad_deploys"),
         "median_minutes_to_attribution_10x_1rps": statistics.median(latencies)
         if latencies
         else None,
