@@ -537,17 +537,7 @@ def test_a_called_service_that_switched_with_the_change_confounds_it() -> None:
                                                  "SUSPECTED")  # fmt: skip
     # A canary of "db" from 20 min before that went to everyone with "api"'s change: its 5 %
     # did not move "api", but its full rollout may be what does. Ambiguous between the two.
-    tracker = DeployTracker()
-    for phase in ("started", "finished"):
-        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
-                                 T0, "ci"))  # fmt: skip
-    canary = CalleeChange("db", T0 - 20 * MINUTE, "SUSPECTED", quiet,
-                          [(T0 - 20 * MINUTE, 0.05), (T0, 1.0)], "db-v9")  # fmt: skip
-    slo = counts(10, rises_at_the_switch)
-    impacts = []
-    for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
-        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
-                                    lambda: BUSY, callee_changes=lambda: [canary])  # fmt: skip
+    impacts = judge_with_canary_callee("SUSPECTED")
     assert [i.verdict.verdict for i in impacts] == ["INCONCLUSIVE", "AMBIGUOUS"]
     evidence = impacts[-1].evidence
     assert evidence["note"] == "a called service changed too"
@@ -555,3 +545,23 @@ def test_a_called_service_that_switched_with_the_change_confounds_it() -> None:
     fit = evidence["dose_response"]  # something changed, but neither alone surely did it
     assert fit["joint_p_value"] < 1e-6 and fit["p_value"] > 0.01
     assert fit["called"][0]["p_value"] > 0.01
+    # ... unless "db"'s change is attributed the harm on "db" itself: that explains it here.
+    assert [i.verdict.verdict for i in judge_with_canary_callee("ATTRIBUTED")] == ["INCONCLUSIVE"]
+
+
+def judge_with_canary_callee(theirs: str) -> list[Impact]:
+    """The config change of ``judge``, failing 20x from its switch on, while "db" (which "api"
+    calls, its verdict ``theirs``) ran a 5 % canary from 20 min before and went to everyone
+    with it."""
+    tracker = DeployTracker()
+    for phase in ("started", "finished"):
+        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
+                                 T0, "ci"))  # fmt: skip
+    canary = CalleeChange("db", T0 - 20 * MINUTE, theirs, counts(1, lambda m: 1000),
+                          [(T0 - 20 * MINUTE, 0.05), (T0, 1.0)], "db-v9")  # fmt: skip
+    slo = counts(10, rises_at_the_switch)
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda: BUSY, callee_changes=lambda: [canary])  # fmt: skip
+    return impacts

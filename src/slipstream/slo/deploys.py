@@ -604,11 +604,14 @@ class DeployTracker:
                 evidence["note"] = "a called service changed too"
                 # The rise came with this change, and this change and the called ones
                 # together surely explain it, but not one of them alone (their rollouts
-                # moved together): ambiguous among them, none blamed.
-                together = [c["deploy_id"] for c in fit["called"]
-                            if c["p_value"] > BEFORE_AFTER_ALPHA]  # fmt: skip
+                # moved together): ambiguous among them, none blamed. Unless one of those
+                # is attributed the harm on its own service: that explains it here too.
+                inseparable = [c for c, f in zip(confounders, fit["called"], strict=True)
+                               if f["p_value"] > BEFORE_AFTER_ALPHA]  # fmt: skip
+                together = [c.deploy_id for c in inseparable]
                 ambiguous = (
                     together
+                    and all(c.verdict != "ATTRIBUTED" for c in inseparable)
                     and fit["joint_p_value"] <= BEFORE_AFTER_ALPHA
                     and post[0] >= MIN_BAD_EVENTS
                     and ratio >= min_ratio
