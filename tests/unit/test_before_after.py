@@ -530,6 +530,15 @@ def test_a_called_service_changed_minutes_before_a_rise_at_the_switch_is_told_ap
     assert "ATTRIBUTED" in verdicts
 
 
+def test_a_called_service_that_changed_after_the_change_still_confounds_it() -> None:
+    # The rise began with "api"'s change, 3 min before "db" changed: the fit needs "api"'s
+    # change and not "db"'s, but a called service's harm may grow later than its fraction,
+    # so "db"'s change stays open. Not ambiguous either: "api"'s change alone explains it.
+    quiet = counts(1, lambda m: 1000)
+    verdicts = judge_with_callee(3, quiet, counts(10, rises_at_the_switch), "SUSPECTED")
+    assert set(verdicts) == {"INCONCLUSIVE"}
+
+
 def test_a_called_service_that_switched_with_the_change_confounds_it() -> None:
     # "db" changed a minute before: too few events in that minute to tell the two apart.
     quiet = counts(1, lambda m: 1000)

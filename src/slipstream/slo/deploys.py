@@ -612,6 +612,7 @@ class DeployTracker:
                 ambiguous = (
                     together
                     and all(c.verdict != "ATTRIBUTED" for c in inseparable)
+                    and fit["p_value"] > BEFORE_AFTER_ALPHA
                     and fit["joint_p_value"] <= BEFORE_AFTER_ALPHA
                     and post[0] >= MIN_BAD_EVENTS
                     and ratio >= min_ratio
