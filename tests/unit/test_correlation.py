@@ -46,23 +46,59 @@ def test_a_harmless_deploy_is_cleared() -> None:
     assert split_verdict(test, 1.0).verdict == "CLEARED"
 
 
-def test_the_e_value_keeps_its_type_one_error_under_continuous_monitoring() -> None:
+@pytest.mark.parametrize("minutes_per_tick", [None, 1.2])
+def test_the_e_value_keeps_its_type_one_error_under_continuous_monitoring(
+    minutes_per_tick: float | None,
+) -> None:
     # Under "no effect", the e-value must cross 1/alpha in at most ~alpha of the runs,
-    # even though it is checked after every tick.
+    # even though it is checked after every tick (and with the ticks' times, over the
+    # two judged hours: every late-onset test begins on the way).
     crossings = 0
     runs = 200
     for seed in range(runs):
         rng = random.Random(seed)
         test = VersionSplitTest()
-        for _ in range(100):
+        for i in range(1, 101):
             n_new = sum(rng.random() < 0.3 for _ in range(50))
             b_new = sum(rng.random() < 0.02 for _ in range(n_new))
             b_old = sum(rng.random() < 0.02 for _ in range(50 - n_new))
-            test.update(b_new, n_new, b_old, 50 - n_new)
+            elapsed = None if minutes_per_tick is None else int(i * minutes_per_tick * 60_000)
+            test.update(b_new, n_new, b_old, 50 - n_new, elapsed_ms=elapsed)
             if test.e_harm >= E_THRESHOLD:
                 crossings += 1
                 break
     assert crossings / runs <= 0.02
+
+
+def _minutes_to_attribute(seed: int, onset_min: int, clocked: bool) -> float:
+    """A canary (a tenth of 10 events/s) whose harm, 20x, begins ``onset_min`` minutes
+    after its start: minutes from the onset until the split attributes it."""
+    rng = random.Random(seed)
+    test = VersionSplitTest()
+    for i in range(1, 721):
+        now = i * 10_000
+        ratio = 20.0 if now > onset_min * 60_000 else 1.0
+        n_new = sum(rng.random() < 0.1 for _ in range(100))
+        b_new = sum(rng.random() < 0.002 * ratio for _ in range(n_new))
+        b_old = sum(rng.random() < 0.002 for _ in range(100 - n_new))
+        test.update(b_new, n_new, b_old, 100 - n_new, elapsed_ms=now if clocked else None)
+        if split_verdict(test, 1.0).verdict == "ATTRIBUTED":
+            return now / 60_000 - onset_min
+    return math.inf
+
+
+def test_a_harm_that_begins_late_is_attributed_from_its_onset() -> None:
+    # Twenty minutes of the old version's everyday failures (nine in ten of them, by its
+    # share) weigh against every large ratio; the test begun at the onset's minute does not
+    # carry them.
+    late = [_minutes_to_attribute(seed, 20, clocked=True) for seed in range(8)]
+    from_start_only = [_minutes_to_attribute(seed, 20, clocked=False) for seed in range(8)]
+    assert max(late) < 5
+    assert sum(late) / 8 < sum(from_start_only) / 8 - 1.0
+    # An immediate onset is attributed as soon either way.
+    assert [_minutes_to_attribute(seed, 0, clocked=True) for seed in range(8)] == [
+        _minutes_to_attribute(seed, 0, clocked=False) for seed in range(8)
+    ]
 
 
 def test_too_little_evidence_is_inconclusive_with_an_eta() -> None:
@@ -111,8 +147,13 @@ def test_the_hour_before_does_not_witness_a_rate_it_makes_likely() -> None:
 
 def test_state_round_trips() -> None:
     test = simulate(ratio=3, rho=0.2, base=0.02, ticks=10, per_tick=100, seed=3)
+    test.update(5, 100, 1, 400, elapsed_ms=300_000)
     again = VersionSplitTest.from_list(test.to_list())
     assert again.e_harm == test.e_harm and again.bad_events == test.bad_events
+    assert again.slots_begun == 5
+    # State written before the late-onset tests existed reads as none begun.
+    old = VersionSplitTest.from_list(test.to_list()[:6])
+    assert old.slots_begun == 0 and old.log_lr == test.log_lr
 
 
 def test_binomial_tail_is_exact() -> None:

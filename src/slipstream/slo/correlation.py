@@ -20,6 +20,14 @@ E_THRESHOLD: Final = 1 / ALPHA
 CLEAR_RATIO: Final = 1.5  # the mirrored test clears a deploy of any harm this large
 MIN_BAD_EVENTS: Final = 10  # below this much evidence a verdict is INCONCLUSIVE
 MIN_DEGRADED_BAD: Final = 5
+# A change's harm may begin minutes after its start (a delayed onset): the bad events on the
+# old version before then weigh against every large ratio. Part of the prior goes to "the
+# harm began at minute m", one slot per minute of the judged two hours; each such test
+# starts at 1 when its minute comes, so the mixture stays an e-value.
+LATE_ONSET_SHARE: Final = 1 / 3
+ONSET_SLOT_MS: Final = 60_000
+ONSET_SLOTS: Final = 120
+_NOTHING: Final = -1e9  # log of a weight not yet placed
 
 
 def _split_llr(ratio: float, bad_new: int, bad_old: int, rho: float) -> float:
@@ -38,23 +46,48 @@ class VersionSplitTest:
     total_new: int = 0
     bad_old: int = 0
     total_old: int = 0
+    # Per ratio, log of the sum over the onset slots begun so far of weight x LR since then.
+    late_log: list[float] = field(default_factory=lambda: [_NOTHING] * len(RATE_RATIO_GRID))
+    slots_begun: int = 0
 
-    def update(self, bad_new: int, total_new: int, bad_old: int, total_old: int) -> None:
+    def update(
+        self, bad_new: int, total_new: int, bad_old: int, total_old: int,
+        elapsed_ms: int | None = None,
+    ) -> None:  # fmt: skip
+        """Add one tick's counts; ``elapsed_ms`` (since the deploy's start, at the tick's
+        end) begins the late-onset tests of the minutes passed: without it, none begin."""
         self.bad_new += bad_new
         self.total_new += total_new
         self.bad_old += bad_old
         self.total_old += total_old
         if total_new == 0 or total_old == 0 or bad_new + bad_old == 0:
             return  # no split in this tick, or nothing to learn from it
+        if elapsed_ms is not None:
+            slot = min(elapsed_ms // ONSET_SLOT_MS, ONSET_SLOTS)
+            if slot > self.slots_begun:
+                # Onsets in the minutes since the last tick that taught anything: their
+                # tests begin here (a tick without bad events changes none of them).
+                weight = math.log((slot - self.slots_begun) * LATE_ONSET_SHARE / ONSET_SLOTS)
+                self.late_log = [_log_add(x, weight) for x in self.late_log]
+                self.slots_begun = slot
         rho = total_new / (total_new + total_old)
         for i, ratio in enumerate(RATE_RATIO_GRID):
-            self.log_lr[i] += _split_llr(ratio, bad_new, bad_old, rho)
+            llr = _split_llr(ratio, bad_new, bad_old, rho)
+            self.log_lr[i] += llr
+            if self.late_log[i] > _NOTHING:
+                self.late_log[i] += llr
         self.clear_log_lr -= _split_llr(CLEAR_RATIO, bad_new, bad_old, rho)
 
     @property
     def e_harm(self) -> float:
-        """Evidence that the new version is worse (mixture over the grid)."""
-        return sum(math.exp(min(x, 700.0)) for x in self.log_lr) / len(self.log_lr)
+        """Evidence that the new version is worse: a mixture over the grid of ratios and
+        over when the harm began (at the start, or at one of the later minutes; a test not
+        yet begun counts as 1)."""
+        n = len(RATE_RATIO_GRID)
+        from_start = sum(math.exp(min(x, 700.0)) for x in self.log_lr) / n
+        late = sum(math.exp(min(x, 700.0)) for x in self.late_log if x > _NOTHING) / n
+        not_begun = LATE_ONSET_SHARE * (ONSET_SLOTS - self.slots_begun) / ONSET_SLOTS
+        return (1 - LATE_ONSET_SHARE) * from_start + late + not_begun
 
     @property
     def e_clear(self) -> float:
@@ -76,11 +109,20 @@ class VersionSplitTest:
 
     def to_list(self) -> list[Any]:
         return [self.log_lr, self.clear_log_lr, self.bad_new, self.total_new, self.bad_old,
-                self.total_old]  # fmt: skip
+                self.total_old, self.late_log, self.slots_begun]  # fmt: skip
 
     @classmethod
     def from_list(cls, data: list[Any]) -> VersionSplitTest:
-        return cls(list(data[0]), data[1], data[2], data[3], data[4], data[5])
+        test = cls(list(data[0]), data[1], data[2], data[3], data[4], data[5])
+        if len(data) > 6:  # state written before the late-onset tests has none begun
+            test.late_log, test.slots_begun = list(data[6]), data[7]
+        return test
+
+
+def _log_add(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) without overflow."""
+    hi, lo = max(a, b), min(a, b)
+    return hi + math.log1p(math.exp(lo - hi))
 
 
 def binomial_upper_tail(k: int, n: int, p: float) -> float:

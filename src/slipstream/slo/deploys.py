@@ -344,7 +344,8 @@ class DeployTracker:
             return None  # an attribution stays; a clearance may yet be overturned by harm
         test = tracked.tests.setdefault(slo, VersionSplitTest())
         if tick:
-            test.update(*tick)
+            bad_new, total_new, bad_old, total_old = tick
+            test.update(bad_new, total_new, bad_old, total_old, clock_ms - tracked.started_ms)
             self.dirty.add(tracked.deploy.deploy_id)
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
         reference, dispersion = None, 1.0
