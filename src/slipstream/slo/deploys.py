@@ -59,8 +59,10 @@ MIN_AFTER_MS: Final = 3 * 60_000  # and at least three minutes: blips and incide
 # blip that begins in that very minute is a coincidence, and the warm-up is already past.
 SWITCH_AFTER_MS: Final = 60_000
 # A ramp from the switch must explain "after" this much better (log-likelihood) than the
-# best step after it before a rise that is not located at the switch is called its onset.
-RAMP_LLR_MIN: Final = math.log(1 / ALPHA)
+# best step after it before a rise that is not located at the switch is called its onset:
+# positive evidence (a likelihood ratio of 3) for the model with one parameter fewer. It
+# decides only whether the rise waits as a late one would; controls still get their look.
+RAMP_LLR_MIN: Final = math.log(3)
 # When two "after" windows disagree, the more decisive verdict stands (harm over clearance).
 JUDGEMENT_RANK: Final = {
     "INCONCLUSIVE": 0, "CLEARED": 1, "AMBIGUOUS": 2, "SUSPECTED": 3, "ATTRIBUTED": 4
