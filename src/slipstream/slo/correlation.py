@@ -68,7 +68,7 @@ class VersionSplitTest:
                 # Onsets in the minutes since the last tick that taught anything: their
                 # tests begin here (a tick without bad events changes none of them).
                 weight = math.log((slot - self.slots_begun) * LATE_ONSET_SHARE / ONSET_SLOTS)
-                self.late_log = [_log_add(x, weight) for x in self.late_log]
+                self.late_log = [log_add(x, weight) for x in self.late_log]
                 self.slots_begun = slot
         rho = total_new / (total_new + total_old)
         for i, ratio in enumerate(RATE_RATIO_GRID):
@@ -119,7 +119,7 @@ class VersionSplitTest:
         return test
 
 
-def _log_add(a: float, b: float) -> float:
+def log_add(a: float, b: float) -> float:
     """log(exp(a) + exp(b)) without overflow."""
     hi, lo = max(a, b), min(a, b)
     return hi + math.log1p(math.exp(lo - hi))

@@ -26,6 +26,7 @@ from slipstream.slo.correlation import (
     bayes_factor_bound,
     binomial_upper_tail,
     control_shift,
+    log_add,
     ramp_over_step_llr,
     rate_rose,
     rise_may_start_first,
@@ -973,7 +974,7 @@ def _external_bayes_factor(
         x = since_rise[key][0] * math.log(mult) - expected * (mult - 1.0)
         hit = math.log(INCIDENT_REACH) + x
         spared = math.log(1.0 - INCIDENT_REACH)
-        log_bf += max(hit, spared) + math.log1p(math.exp(-abs(hit - spared)))
+        log_bf += log_add(hit, spared)
     return math.exp(min(log_bf, 700.0))
 
 
