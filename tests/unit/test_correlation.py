@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 
+from slipstream.slo import correlation
 from slipstream.slo.correlation import (
     E_THRESHOLD,
     Cusum,
@@ -101,6 +103,43 @@ def test_a_harm_that_begins_late_is_attributed_from_its_onset() -> None:
     ]
 
 
+def _minutes_to_attribute_growing(seed: int, ratio_at: Callable[[float], float]) -> float:
+    """A rolling deploy (half of 10 events/s, 0.2 % bad) whose harm is ``ratio_at(minutes
+    since its start)``: minutes from the start until the split attributes it."""
+    rng = random.Random(seed)
+    test = VersionSplitTest()
+    for i in range(1, 721):
+        now = i * 10_000
+        ratio = ratio_at(now / 60_000)
+        n_new = sum(rng.random() < 0.5 for _ in range(100))
+        b_new = sum(rng.random() < 0.002 * ratio for _ in range(n_new))
+        b_old = sum(rng.random() < 0.002 for _ in range(100 - n_new))
+        test.update(b_new, n_new, b_old, 100 - n_new, elapsed_ms=now)
+        if split_verdict(test, 1.0).verdict == "ATTRIBUTED":
+            return now / 60_000
+    return math.inf
+
+
+def test_a_harm_that_grows_from_the_start_is_attributed_sooner_by_the_ramps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its first minutes' bad events, at a ratio of 2 or 3, weigh against every large fixed
+    # ratio; a ramp that grows as the harm does carries them. Without the ramps (their share
+    # back on the tests begun at the start: the mixture before them) it comes later.
+    seeds = range(12)
+    growing, immediate = (lambda m: min(1.0 + m, 30.0)), (lambda m: 20.0)
+    with_ramps = [_minutes_to_attribute_growing(s, growing) for s in seeds]
+    immediate_with = [_minutes_to_attribute_growing(s, immediate) for s in seeds]
+    monkeypatch.setattr(correlation, "RAMP_SHARE", 0.0)
+    monkeypatch.setattr(correlation, "FROM_START_SHARE", 2 / 3)
+    without = [_minutes_to_attribute_growing(s, growing) for s in seeds]
+    immediate_without = [_minutes_to_attribute_growing(s, immediate) for s in seeds]
+    assert all(a <= b for a, b in zip(with_ramps, without, strict=True))
+    assert sum(with_ramps) / 12 < sum(without) / 12 - 0.25
+    # An immediate step pays for the ramps' share: a tick or a few, never a minute.
+    assert all(0 <= a - b < 1.0 for a, b in zip(immediate_with, immediate_without, strict=True))
+
+
 def test_too_little_evidence_is_inconclusive_with_an_eta() -> None:
     test = VersionSplitTest()
     test.update(2, 10, 1, 90)
@@ -135,9 +174,9 @@ def test_few_split_events_decide_with_the_hour_before_as_second_witness() -> Non
 
 
 def test_the_hour_before_does_not_witness_a_rate_it_makes_likely() -> None:
-    # Four of 583 on the new version (four of 10 191 on the old) where the hour before failed
+    # Four of 583 on the new version (three of 10 191 on the old) where the hour before failed
     # 30 times in 95 996: a fluke of the split (e over 1/alpha) the hour before does not back.
-    test = _small_split(bad_new=4, total_new=583, bad_old=4, total_old=10_191)
+    test = _small_split(bad_new=4, total_new=583, bad_old=3, total_old=10_191)
     assert test.e_harm >= E_THRESHOLD
     assert split_verdict(test, 1.0, reference=(30, 95_996)).verdict == "INCONCLUSIVE"
     # ... nor an hour that holds too few bad events to complete the evidence.
@@ -150,10 +189,14 @@ def test_state_round_trips() -> None:
     test.update(5, 100, 1, 400, elapsed_ms=300_000)
     again = VersionSplitTest.from_list(test.to_list())
     assert again.e_harm == test.e_harm and again.bad_events == test.bad_events
-    assert again.slots_begun == 5
+    assert again.slots_begun == 5 and again.ramp_log_lr == test.ramp_log_lr
     # State written before the late-onset tests existed reads as none begun.
     old = VersionSplitTest.from_list(test.to_list()[:6])
     assert old.slots_begun == 0 and old.log_lr == test.log_lr
+    # ... and state written before the ramps, as ramps that never bet.
+    no_ramps = VersionSplitTest.from_list(test.to_list()[:8])
+    assert no_ramps.ramp_log_lr == [0.0] * len(test.ramp_log_lr)
+    assert no_ramps.late_log == test.late_log
 
 
 def test_binomial_tail_is_exact() -> None:

@@ -27,6 +27,12 @@ MIN_DEGRADED_BAD: Final = 5
 LATE_ONSET_SHARE: Final = 1 / 3
 ONSET_SLOT_MS: Final = 60_000
 ONSET_SLOTS: Final = 120
+# ... and a harm may grow from the start (a leak, a cache going cold, a flag's share rising):
+# the bad events of its first minutes, at a small ratio, weigh against every large one. Part
+# of the prior goes to "the ratio grows by s per minute since the start" (to the grid's top).
+RAMP_SHARE: Final = 1 / 6
+FROM_START_SHARE: Final = 1 / 2  # a constant ratio from the start (the three sum to 1)
+RAMP_SLOPES: Final = (0.25, 0.5, 1.0, 2.0)
 _NOTHING: Final = -1e9  # log of a weight not yet placed
 
 
@@ -49,6 +55,7 @@ class VersionSplitTest:
     # Per ratio, log of the sum over the onset slots begun so far of weight x LR since then.
     late_log: list[float] = field(default_factory=lambda: [_NOTHING] * len(RATE_RATIO_GRID))
     slots_begun: int = 0
+    ramp_log_lr: list[float] = field(default_factory=lambda: [0.0] * len(RAMP_SLOPES))
 
     def update(
         self, bad_new: int, total_new: int, bad_old: int, total_old: int,
@@ -77,17 +84,24 @@ class VersionSplitTest:
             if self.late_log[i] > _NOTHING:
                 self.late_log[i] += llr
         self.clear_log_lr -= _split_llr(CLEAR_RATIO, bad_new, bad_old, rho)
+        if elapsed_ms is not None:
+            minutes = elapsed_ms / ONSET_SLOT_MS
+            for i, slope in enumerate(RAMP_SLOPES):
+                ratio = min(1.0 + slope * minutes, RATE_RATIO_GRID[-1])
+                self.ramp_log_lr[i] += _split_llr(ratio, bad_new, bad_old, rho)
 
     @property
     def e_harm(self) -> float:
         """Evidence that the new version is worse: a mixture over the grid of ratios and
         over when the harm began (at the start, or at one of the later minutes; a test not
-        yet begun counts as 1)."""
+        yet begun counts as 1), and over how fast a harm growing from the start grows."""
         n = len(RATE_RATIO_GRID)
         from_start = sum(math.exp(min(x, 700.0)) for x in self.log_lr) / n
         late = sum(math.exp(min(x, 700.0)) for x in self.late_log if x > _NOTHING) / n
         not_begun = LATE_ONSET_SHARE * (ONSET_SLOTS - self.slots_begun) / ONSET_SLOTS
-        return (1 - LATE_ONSET_SHARE) * from_start + late + not_begun
+        ramp = sum(math.exp(min(x, 700.0)) for x in self.ramp_log_lr) / len(RAMP_SLOPES)
+        # (The shares summed in this order make exactly 1 when nothing was learnt.)
+        return FROM_START_SHARE * from_start + RAMP_SHARE * ramp + (late + not_begun)
 
     @property
     def e_clear(self) -> float:
@@ -109,13 +123,15 @@ class VersionSplitTest:
 
     def to_list(self) -> list[Any]:
         return [self.log_lr, self.clear_log_lr, self.bad_new, self.total_new, self.bad_old,
-                self.total_old, self.late_log, self.slots_begun]  # fmt: skip
+                self.total_old, self.late_log, self.slots_begun, self.ramp_log_lr]  # fmt: skip
 
     @classmethod
     def from_list(cls, data: list[Any]) -> VersionSplitTest:
         test = cls(list(data[0]), data[1], data[2], data[3], data[4], data[5])
         if len(data) > 6:  # state written before the late-onset tests has none begun
             test.late_log, test.slots_begun = list(data[6]), data[7]
+        if len(data) > 8:  # ... and before the ramps, none that bet
+            test.ramp_log_lr = list(data[8])
         return test
 
 
