@@ -3,6 +3,7 @@ likelihood and the verdict rules."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -138,6 +139,61 @@ def test_a_harm_that_grows_from_the_start_is_attributed_sooner_by_the_ramps(
     assert sum(with_ramps) / 12 < sum(without) / 12 - 0.25
     # An immediate step pays for the ramps' share: a tick or a few, never a minute.
     assert all(0 <= a - b < 1.0 for a, b in zip(immediate_with, immediate_without, strict=True))
+
+
+def test_a_suspicion_stays_while_harm_is_the_likelier() -> None:
+    leaning_away = _small_split(bad_new=6, total_new=300, bad_old=7, total_old=700)
+    assert 0.47 < leaning_away.e_harm < 1.0
+    assert split_verdict(leaning_away, 1.0).verdict == "INCONCLUSIVE"
+    assert split_verdict(leaning_away, 1.0, suspected=True).verdict == "SUSPECTED"
+    # Evidence against harm (every bad event on the old version since) ends a suspicion.
+    for i in range(1, 31):
+        leaning_away.update(0, 30, 1, 70, elapsed_ms=i * 10_000)
+    assert leaning_away.e_harm < 0.47
+    assert split_verdict(leaning_away, 1.0, suspected=True).verdict != "SUSPECTED"
+
+
+def _published_verdicts(seed: int, ratio: float, hysteresis: bool) -> list[tuple[int, str]]:
+    """(tick, verdict) of each change the deploy tracker would publish for a rolling deploy
+    (three tenths of 5 events/s, 1 % bad) whose new version fails ``ratio`` times as often."""
+    rng = random.Random(seed)
+    test = VersionSplitTest()
+    published: list[tuple[int, str]] = []
+    previous = None
+    for i in range(1, 721):
+        n_new = sum(rng.random() < 0.3 for _ in range(50))
+        b_new = sum(rng.random() < 0.01 * ratio for _ in range(n_new))
+        b_old = sum(rng.random() < 0.01 for _ in range(50 - n_new))
+        test.update(b_new, n_new, b_old, 50 - n_new, elapsed_ms=i * 10_000)
+        verdict = split_verdict(test, 1.0, suspected=hysteresis and previous == "SUSPECTED")
+        # As the tracker: a clearance is not withdrawn for want of evidence, an attribution
+        # is final.
+        if verdict.verdict == previous or (previous == "CLEARED" and verdict.verdict not in
+                                           ("SUSPECTED", "ATTRIBUTED")):  # fmt: skip
+            continue
+        previous = verdict.verdict
+        published.append((i, previous))
+        if previous == "ATTRIBUTED":
+            break
+    return published
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.5])
+def test_a_suspicion_does_not_flap_with_each_bad_event(ratio: float) -> None:
+    # A weak harm's (or none's) e-value wavers about 1 for many minutes: each crossing was a
+    # record on slo.deploy-impact. Once SUSPECTED, a deploy stays so while harm is the
+    # likelier; attributions come at the same tick, and suspicions still end.
+    runs = [(_published_verdicts(s, ratio, False), _published_verdicts(s, ratio, True))
+            for s in range(40)]  # fmt: skip
+    flapping = sum(len(a) for a, _ in runs)
+    steady = sum(len(b) for _, b in runs)
+    assert steady < flapping * (0.5 if ratio > 1 else 0.9)
+    for a, b in runs:
+        attributed = [t for t, v in a if v == "ATTRIBUTED"]
+        assert attributed == [t for t, v in b if v == "ATTRIBUTED"]
+    ended = sum(("SUSPECTED", "INCONCLUSIVE") in itertools.pairwise(v for _, v in b)
+                for _, b in runs)  # fmt: skip
+    assert ratio > 1 or ended > 0
 
 
 def test_too_little_evidence_is_inconclusive_with_an_eta() -> None:

@@ -240,6 +240,7 @@ def split_verdict(
     bad_rate_per_s: float,
     reference: tuple[int, int] | None = None,
     dispersion: float = 1.0,
+    suspected: bool = False,
 ) -> Verdict:
     """The verdict the version split supports, with ``reference`` (the SLO's (bad, total)
     before the deploy, when known, and the ``dispersion`` of its counts) as its second
@@ -247,6 +248,9 @@ def split_verdict(
 
     The posterior of "this deploy is harmful" starts at the change prior and is
     updated with the harm e-value (a valid bound on the Bayes factor), clipped.
+    A deploy becomes SUSPECTED when the evidence leans to harm (e > 1); once
+    ``suspected``, it stays so while harm is the likelier (posterior >= 0.5, e >= 0.47):
+    an e-value wavering about 1 would otherwise publish a verdict change per bad event.
     """
     if test.e_clear >= E_THRESHOLD:
         return Verdict("CLEARED", 1 - 1 / test.e_clear)
@@ -259,7 +263,7 @@ def split_verdict(
     posterior = odds / (1 + odds)
     if posterior >= 0.9 and test.e_harm >= E_THRESHOLD:
         return Verdict("ATTRIBUTED", posterior)
-    if posterior >= 0.5 and test.e_harm > 1.0:
+    if posterior >= 0.5 and (test.e_harm > 1.0 or suspected):
         return Verdict("SUSPECTED", posterior)
     return Verdict("INCONCLUSIVE", posterior, None)
 

@@ -356,7 +356,8 @@ class DeployTracker:
             # The calm hour before, from the first look at the split: its buckets expire.
             start = tracked.started_ms // FINE_MS * FINE_MS
             reference, dispersion = _calm_before(tracked.before, slo, windows, start)[:2]
-        verdict = split_verdict(test, test.bad_events / elapsed_s, reference, dispersion)
+        suspected = tracked.verdicts.get(slo) == "SUSPECTED"
+        verdict = split_verdict(test, test.bad_events / elapsed_s, reference, dispersion, suspected)
         evidence_extra: dict[str, Any] = {}
         if (
             reference is not None
