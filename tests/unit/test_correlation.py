@@ -73,21 +73,31 @@ def test_the_e_value_keeps_its_type_one_error_under_continuous_monitoring(
     assert crossings / runs <= 0.02
 
 
-def _minutes_to_attribute(seed: int, onset_min: int, clocked: bool) -> float:
-    """A canary (a tenth of 10 events/s) whose harm, 20x, begins ``onset_min`` minutes
-    after its start: minutes from the onset until the split attributes it."""
+def _attributed_at(
+    seed: int, ratio_at: Callable[[float], float], new_share: float, clocked: bool = True
+) -> float:
+    """A deploy whose new version takes ``new_share`` of 10 events/s (0.2 % bad) and fails
+    ``ratio_at(minutes since its start)`` times as often: minutes from its start until the
+    split attributes it."""
     rng = random.Random(seed)
     test = VersionSplitTest()
     for i in range(1, 721):
         now = i * 10_000
-        ratio = 20.0 if now > onset_min * 60_000 else 1.0
-        n_new = sum(rng.random() < 0.1 for _ in range(100))
+        ratio = ratio_at(now / 60_000)
+        n_new = sum(rng.random() < new_share for _ in range(100))
         b_new = sum(rng.random() < 0.002 * ratio for _ in range(n_new))
         b_old = sum(rng.random() < 0.002 for _ in range(100 - n_new))
         test.update(b_new, n_new, b_old, 100 - n_new, elapsed_ms=now if clocked else None)
         if split_verdict(test, 1.0).verdict == "ATTRIBUTED":
-            return now / 60_000 - onset_min
+            return now / 60_000
     return math.inf
+
+
+def _minutes_to_attribute(seed: int, onset_min: int, clocked: bool) -> float:
+    """A canary (a tenth of the traffic) whose harm, 20x, begins ``onset_min`` minutes
+    after its start: minutes from the onset until the split attributes it."""
+    step = _attributed_at(seed, lambda m: 20.0 if m > onset_min else 1.0, 0.1, clocked)
+    return step - onset_min
 
 
 def test_a_harm_that_begins_late_is_attributed_from_its_onset() -> None:
@@ -104,37 +114,20 @@ def test_a_harm_that_begins_late_is_attributed_from_its_onset() -> None:
     ]
 
 
-def _minutes_to_attribute_growing(seed: int, ratio_at: Callable[[float], float]) -> float:
-    """A rolling deploy (half of 10 events/s, 0.2 % bad) whose harm is ``ratio_at(minutes
-    since its start)``: minutes from the start until the split attributes it."""
-    rng = random.Random(seed)
-    test = VersionSplitTest()
-    for i in range(1, 721):
-        now = i * 10_000
-        ratio = ratio_at(now / 60_000)
-        n_new = sum(rng.random() < 0.5 for _ in range(100))
-        b_new = sum(rng.random() < 0.002 * ratio for _ in range(n_new))
-        b_old = sum(rng.random() < 0.002 for _ in range(100 - n_new))
-        test.update(b_new, n_new, b_old, 100 - n_new, elapsed_ms=now)
-        if split_verdict(test, 1.0).verdict == "ATTRIBUTED":
-            return now / 60_000
-    return math.inf
-
-
 def test_a_harm_that_grows_from_the_start_is_attributed_sooner_by_the_ramps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Its first minutes' bad events, at a ratio of 2 or 3, weigh against every large fixed
     # ratio; a ramp that grows as the harm does carries them. Without the ramps (their share
     # back on the tests begun at the start: the mixture before them) it comes later.
-    seeds = range(12)
+    seeds = range(12)  # a rolling deploy: its new version takes half of the traffic
     growing, immediate = (lambda m: min(1.0 + m, 30.0)), (lambda m: 20.0)
-    with_ramps = [_minutes_to_attribute_growing(s, growing) for s in seeds]
-    immediate_with = [_minutes_to_attribute_growing(s, immediate) for s in seeds]
+    with_ramps = [_attributed_at(s, growing, 0.5) for s in seeds]
+    immediate_with = [_attributed_at(s, immediate, 0.5) for s in seeds]
     monkeypatch.setattr(correlation, "RAMP_SHARE", 0.0)
     monkeypatch.setattr(correlation, "FROM_START_SHARE", 2 / 3)
-    without = [_minutes_to_attribute_growing(s, growing) for s in seeds]
-    immediate_without = [_minutes_to_attribute_growing(s, immediate) for s in seeds]
+    without = [_attributed_at(s, growing, 0.5) for s in seeds]
+    immediate_without = [_attributed_at(s, immediate, 0.5) for s in seeds]
     assert all(a <= b for a, b in zip(with_ramps, without, strict=True))
     assert sum(with_ramps) / 12 < sum(without) / 12 - 0.25
     # An immediate step pays for the ramps' share: a tick or a few, never a minute.
