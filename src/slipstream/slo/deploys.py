@@ -87,6 +87,9 @@ MIN_WATCHING_CONTROLS: Final = 6
 # weaker controls add up to the same.
 INCIDENT_REACH: Final = 0.25
 EXTERNAL_BF_MAX: Final = round((1.0 - INCIDENT_REACH) ** MIN_WATCHING_CONTROLS, 2)
+# Controls lean towards an incident when their counts are likelier under one (above 1 by
+# more than rounding: controls that show nothing weigh 1 each, give or take 1e-16).
+EXTERNAL_LEAN_BF: Final = 1.0 + 1e-9
 # ... or when it outlasted what an incident that ends by itself mostly lasts (it has gone on
 # this long before the last ten minutes, which must still show it) ...
 PERSISTED_MS: Final = 30 * 60_000
@@ -582,8 +585,18 @@ class DeployTracker:
         # incident's end).
         from_the_start = post_from_ms - _warmup(tracked) <= tracked.started_ms
         calm_until_switch = from_the_start or not _failing(windows, pre, switched, phi)
-        rose_at = _rise_from(windows, pre, switched, post_to,
-                             plausibly_lo=at_the_switch and calm_until_switch)  # fmt: skip
+        plausibly_switch = at_the_switch and calm_until_switch
+        stepped_at = _rise_from(windows, pre, switched, post_to, plausibly_lo=plausibly_switch)
+        # A gradual onset that began with the switch has its most likely step minutes into
+        # the ramp: when a ramp up from the switch explains "after" better than any later
+        # step (with one parameter fewer, the simpler account), the rise began there; unless
+        # the controls lean towards an incident that began at the step (see below).
+        ramps_from_switch = (
+            plausibly_switch
+            and stepped_at > switched
+            and _ramp_llr(windows, pre, switched, post_to, phi) > 0.0
+        )
+        rose_at = switched if ramps_from_switch else stepped_at
         with_the_switch = at_the_switch and from_the_start and rose_at - switched < SWITCH_MS
         if post_to - post_from < MIN_AFTER_MS and not with_the_switch:
             return Verdict("INCONCLUSIVE", 0.0), {}
@@ -641,6 +654,17 @@ class DeployTracker:
         # set a bar that the incident now hitting them all does not clear.
         pres = {key: _calm_before(before, f"control:{key}", other, start).pre
                 for key, other in controls.items()}  # fmt: skip
+        if ramps_from_switch:
+            # A ramp that explains "after" only a little better than a step is a coin toss:
+            # it stands while the controls since the step do not lean towards an incident.
+            step_from = max(stepped_at, post_from)
+            step_rise = rate_rose(pre, _shrunk(windows.fine_range(step_from, post_to), phi))[0]
+            since_step = {key: other.fine_range(step_from, post_to)
+                          for key, other in controls.items()}  # fmt: skip
+            if _external_bayes_factor(pres, since_step, step_rise) > EXTERNAL_LEAN_BF:
+                ramps_from_switch, rose_at = False, stepped_at
+                if post_to - post_from < MIN_AFTER_MS:
+                    return Verdict("INCONCLUSIVE", 0.0), {}
         rise_from = max(rose_at, post_from)
         afters = {lo: {key: other.fine_range(lo, post_to) for key, other in controls.items()}
                   for lo in sorted({post_from, recent_from, rise_from})}  # fmt: skip
@@ -698,12 +722,11 @@ class DeployTracker:
         if harmful and delayed:
             # Its most likely step is minutes after the switch, but a ramp from the switch
             # itself may explain the minutes far better: a gradual onset, not an incident.
-            minutes = [_shrunk(windows.fine_range(t, min(t + 60_000, post_to)), phi)
-                       for t in range(switched, post_to, 60_000)]  # fmt: skip
-            ramp_llr = ramp_over_step_llr(minutes, pre[0] / pre[1] if pre[1] else 0.0)
+            ramp_llr = _ramp_llr(windows, pre, switched, post_to, phi)
             evidence["ramp_llr"] = round(ramp_llr, 2)
             ramping = ramp_llr >= RAMP_LLR_MIN
             delayed = not ramping
+        ramping = ramping or ramps_from_switch
         evidence["onset"] = "ramp" if ramping else "delayed" if delayed else "at the switch"
         # "After" starts past a code change's warm-up: an immediate rise is seen only from
         # then, and controls must have had the chance to show it too; unless the rise is
@@ -1050,6 +1073,14 @@ def _rise_from(
     if plausibly_lo and rise_may_start_first(steps, base):
         return lo
     return lo + 60_000 * rise_start(steps, base)
+
+
+def _ramp_llr(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int, phi: float) -> float:
+    """How much better a ramp up from ``lo`` explains the minutes of [lo, hi) than the best
+    later step (``ramp_over_step_llr``, on counts shrunk by the dispersion ``phi``)."""
+    minutes = [_shrunk(windows.fine_range(t, min(t + 60_000, hi)), phi)
+               for t in range(lo, hi, 60_000)]  # fmt: skip
+    return ramp_over_step_llr(minutes, pre[0] / pre[1] if pre[1] else 0.0)
 
 
 BURST_MS: Final = 3 * 60_000  # the longest burst that is everyday noise (a blip)
