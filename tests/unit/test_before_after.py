@@ -3,6 +3,7 @@ must be the change's, not something that hit the services around it at the same 
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 
@@ -534,6 +535,38 @@ def test_a_ramp_barely_likelier_than_a_step_waits_while_controls_lean_to_an_inci
     assert [i.verdict.verdict for i in waiting] == ["SUSPECTED"]
     assert waiting[0].evidence["note"].startswith("waiting for controls")
     assert waiting[0].evidence["controls"]["external_bayes_factor"] > 1.0
+
+
+QUIET = {f"q{i}/availability": counts(1, lambda m: 1000) for i in range(6)}
+
+
+def reversals(impacts: list[Impact]) -> int:
+    verdicts = [i.verdict.verdict for i in impacts]
+    return sum(a == "SUSPECTED" and b == "INCONCLUSIVE" for a, b in itertools.pairwise(verdicts))
+
+
+def test_a_before_after_suspicion_does_not_flap_while_the_rise_stays() -> None:
+    # 3x from minute 3 of a config push (0.1 % at 10 events a second), six controls too
+    # quiet to show an incident: the rise is SUSPECTED while it waits for them, and its
+    # p-value wavers about 10^-4 for a while. When the suspicion followed that bar both
+    # ways, four of these twelve worlds published 11 reversals (16 records for one).
+    for seed in range(12):
+        impacts = judge(
+            QUIET, minutes=40, slo=drawn(lambda m: 0.003 if m >= 3 else 0.001, 100, seed)
+        )
+        assert reversals(impacts) == 0, (seed, [i.verdict.verdict for i in impacts])
+        assert len(impacts) <= 3
+
+
+def test_a_before_after_suspicion_ends_once_the_rise_is_over() -> None:
+    # 5x for nine minutes, then calm again: each suspicion ends within the hour.
+    ended = 0
+    for seed in range(6):
+        slo = drawn(lambda m: 0.005 if 3 <= m < 12 else 0.001, 100, seed)
+        verdicts = [i.verdict.verdict for i in judge(QUIET, minutes=60, slo=slo)]
+        assert verdicts[-1] == "INCONCLUSIVE", (seed, verdicts)
+        ended += "SUSPECTED" in verdicts
+    assert ended >= 4
 
 
 def drawn(rate: Callable[[int], float], per_bucket: int, seed: int = 1) -> WindowCounts:

@@ -789,6 +789,13 @@ class DeployTracker:
                 return Verdict("CLEARED", 1 - p_low), evidence | {"p_value_clear": p_low}
         if harmful:
             return Verdict("SUSPECTED", 0.5), evidence | {"note": "not persistent yet"}
+        if (tracked.verdicts.get(slo) == "SUSPECTED" and post[0] >= MIN_BAD_EVENTS
+                and p_harm <= PERSIST_ALPHA and ratio >= min_ratio
+                and recent_ratio >= min_ratio):  # fmt: skip
+            # Once suspected, a rise still clear at the persistence bar, and still there
+            # lately, stays suspected: a p-value wavering about 10^-4 would otherwise publish
+            # a change per bad event.
+            return Verdict("SUSPECTED", 0.5), evidence | {"note": "suspected, still risen"}
         return Verdict("INCONCLUSIVE", 0.0), evidence
 
     @staticmethod
