@@ -573,13 +573,9 @@ def drawn(rate: Callable[[int], float], per_bucket: int, seed: int = 1) -> Windo
     """Like ``counts``, each of ``per_bucket`` events every 10 s failing with probability
     ``rate(minute since the change)`` (seeded draws)."""
     rng = random.Random(seed)
-    w = WindowCounts([3_600_000, 6 * 3_600_000])
-    for index in range((T0 - 2 * 3_600_000) // FINE_MS, (T0 + 3_600_000) // FINE_MS):
-        p = rate((index * FINE_MS - T0) // MINUTE)
-        b = sum(rng.random() < p for _ in range(per_bucket))
-        w.add(FINE_MS, index, b, per_bucket, 0)
-        w.add(MEDIUM_MS, index * FINE_MS // MEDIUM_MS, b, per_bucket, 0)
-    return w
+    return failing_per_bucket(
+        per_bucket, lambda minute: sum(rng.random() < rate(minute) for _ in range(per_bucket))
+    )
 
 
 def failing_per_bucket(per_bucket: int, bad: Callable[[int], int]) -> WindowCounts:
