@@ -3,6 +3,7 @@ damaged, foreign or misplaced file is refused with its reason, never half-used."
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from slipstream.slo.catalogue import parse_catalogue
 from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import Request
 from slipstream.streams.checkpoints import (
+    _LENGTH,
     MAGIC,
     MAX_AGE_MS,
     Checkpoint,
@@ -22,6 +24,8 @@ from slipstream.streams.checkpoints import (
     CheckpointError,
     decode,
     encode,
+    encode_chunks,
+    seal,
 )
 from slipstream.streams.worker import EngineHost
 
@@ -38,7 +42,9 @@ def checkpoint(topic: str = "g-slo-state-changelog", partition: int = 2) -> Chec
     engine = PartitionEngine(partition, parse_catalogue(CATALOGUE, "test"))
     for offset, (service, status) in enumerate([("a", 200), ("a", 503), ("b", 200)]):
         engine.begin(offset)
-        engine.absorb(Request(f"r{offset}", service, "GET /", status, 5.0, T0 + offset * 10_000))
+        callee = "b" if status == 503 else None  # a failure on a called service, said so
+        engine.absorb(Request(f"r{offset}", service, "GET /", status, 5.0, T0 + offset * 10_000,
+                              callee=callee))  # fmt: skip
         engine.end()
     entries = {f"{partition}|p": '{"watermark_ms":1}', f"{partition}|o|slo.requests": "2"}
     slos = frozenset({("a", "avail"), ("b", "avail")})
@@ -59,6 +65,8 @@ def test_what_is_written_is_read_back(tmp_path: Path) -> None:
     assert read.entries == original.entries
     assert (read.slos, read.written_ms) == (original.slos, original.written_ms)
     assert read.buckets == original.buckets  # rings, floors, newest, cells alike
+    rings = read.buckets.slos[("a", "avail")]
+    assert [ring.via is not None for ring in rings] == [True, True, False]  # 10 s, 5 min, 1 h
     # a: two 10 s buckets, one of 5 min, one of 1 h; b: one of each; and two entries
     assert read.held == original.held == 4 + 3 + 2
     assert store.read(1) is None  # none written
@@ -85,6 +93,25 @@ def test_a_damaged_file_is_refused_with_its_reason(
     with caplog.at_level(logging.WARNING):
         assert store.read(2) is None
     assert reason in caplog.text and "reading the changelog" in caplog.text
+
+
+def test_a_checkpoint_written_before_callee_counts_is_read_without_them() -> None:
+    """The format before failures naming a callee were counted: five fields per ring in
+    the header, and each ring's cells alone."""
+    original = checkpoint()
+    magic, _, header, *pieces = encode_chunks(original)
+    fields = json.loads(header)
+    for _, _, described in fields["slos"]:
+        for ring in described:
+            ring.pop()  # the size of its cells of failures that named a callee
+    old = json.dumps(fields, separators=(",", ":")).encode()
+    cells = pieces[::2]  # each ring's cells, then those (empty when it has none)
+    read = decode(b"".join(seal([magic, _LENGTH.pack(len(old)), old, *cells])))
+    assert any(ring.via is not None for rings in original.buckets.slos.values() for ring in rings)
+    assert all(ring.via is None for rings in read.buckets.slos.values() for ring in rings)
+    assert {key: [ring.cells for ring in rings] for key, rings in read.buckets.slos.items()} == {
+        key: [ring.cells for ring in rings] for key, rings in original.buckets.slos.items()
+    }
 
 
 def test_a_checkpoint_of_another_topic_or_partition_is_refused(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from slo_oracle import oracle, oracle_budget
 from slipstream.slo.catalogue import Catalogue, parse_catalogue
 from slipstream.slo.engine import MessageResult, PartitionEngine
 from slipstream.slo.events import Request
+from slipstream.slo.windows import FINE_MS, MEDIUM_MS
 
 T0 = 1_795_000_000_000 // 3_600_000 * 3_600_000
 
@@ -50,7 +51,9 @@ def traffic(draw: st.DrawFn, max_gap_ms: int = 20_000) -> list[Request]:
         service = "b" if draw(st.integers(0, 9)) == 0 else "a"
         bad = draw(st.floats(0, 1)) < bad_ratio
         latency = draw(st.sampled_from([5.0, 99.0, 100.0, 100.5, 900.0]))
-        events.append(Request(f"e{i}", service, "GET /", 503 if bad else 200, latency, ts))
+        callee = "b" if service == "a" and draw(st.integers(0, 2)) == 0 else None
+        events.append(Request(f"e{i}", service, "GET /", 503 if bad else 200, latency, ts,
+                              callee=callee))  # fmt: skip
     # Out of order: some events arrive later than their successors, a few by minutes.
     for _ in range(draw(st.integers(0, n // 4))):
         i = draw(st.integers(0, n - 1))
@@ -104,6 +107,12 @@ def run(
     return transitions, engine, table
 
 
+def own_counts(engine: PartitionEngine) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """Per SLO, its own failures and its events in all its 10 s and 5 min buckets."""
+    return {key: [rt.windows.own_range(res, 0, 2**62) for res in (FINE_MS, MEDIUM_MS)]
+            for key, rt in engine.runtimes.items()}  # fmt: skip
+
+
 def key_of(t: Any) -> tuple[Any, ...]:
     return (t.event_time_ms, t.service, t.slo, t.state, t.severity, t.tier.name,
             round(t.burn_rate_long, 9), round(t.burn_rate_short, 9), t.alert_id)  # fmt: skip
@@ -154,7 +163,7 @@ def test_a_crash_and_replay_counts_nothing_twice(
 ) -> None:
     cat = catalogue(2)
     messages = group(events, sizes)
-    expected, _, final_table = run(cat, messages)
+    expected, whole, final_table = run(cat, messages)
     crash_after = data.draw(st.integers(0, len(messages) - 1))
     committed = data.draw(st.integers(-1, crash_after))  # offsets commit behind the changelog
     before, _, table = run(cat, messages[: crash_after + 1])
@@ -164,6 +173,7 @@ def test_a_crash_and_replay_counts_nothing_twice(
     # Transitions already published are not published again; nothing is counted twice.
     assert before + after == expected
     assert table == final_table
+    assert own_counts(restarted) == own_counts(whole)  # failures that named a callee too
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -300,6 +310,7 @@ def test_a_restore_from_a_checkpoint_and_the_changelog_after_it_equals_one_from_
     assert {k: rt.latest for k, rt in hot.runtimes.items()} == {
         k: rt.latest for k, rt in from_log.runtimes.items()
     }
+    assert own_counts(hot) == own_counts(from_log)
     start = crash_after + 1
     after_log, _, table_a = run(cat, messages, from_log, start, dict(table), flush_every)
     after_hot, _, table_b = run(cat, messages, hot, start, dict(table), flush_every)

@@ -254,13 +254,12 @@ def test_the_precomputed_slis_classify_as_the_slis_do() -> None:
         table = service_slis(service.slos)
         for status in range(100, 600):
             for latency in (0.0, 100.0, 100.01, 300.0, 300.5, 800.5, 800.51, 1e9):
-                tally = Tally({name: table})
-                tally.add(name, "v", T0, status, latency)
-                (run,) = tally.runs
-                expected = [1] + [
-                    int(slo.sli.is_bad(_request(status, latency))) for slo in service.slos
-                ]
-                assert run.versions["v"] == expected, (name, status, latency)
+                bad = [int(slo.sli.is_bad(_request(status, latency))) for slo in service.slos]
+                for callee, via in ((None, [0] * len(bad)), ("auth", bad)):
+                    tally = Tally({name: table})
+                    tally.add(name, "v", T0, status, latency, callee)
+                    (run,) = tally.runs
+                    assert run.versions["v"] == [1, *bad, *via], (name, status, latency, callee)
 
 
 def _request(status: int, latency: float) -> Any:
@@ -277,9 +276,9 @@ def test_runs_follow_the_service_and_the_step_of_event_time() -> None:
                                  ("auth", T0 + 30, "v1"), ("ghost", T0, None)]:  # fmt: skip
         tally.add(service, version, ts, 200, 1.0)
     assert [(r.slos[0].service, r.tick, r.ts_ms, r.versions) for r in tally.runs] == [
-        ("auth", T0 // 100, T0 + 99, {"v1": [1, 0], "v2": [1, 0]}),
-        ("search", T0 // 100, T0 + 50, {None: [1, 0, 0]}),
-        ("auth", T0 // 100 + 1, T0 + 100, {"v1": [1, 0]}),
-        ("auth", T0 // 100, T0 + 30, {"v1": [1, 0]}),
+        ("auth", T0 // 100, T0 + 99, {"v1": [1, 0, 0], "v2": [1, 0, 0]}),
+        ("search", T0 // 100, T0 + 50, {None: [1, 0, 0, 0, 0]}),
+        ("auth", T0 // 100 + 1, T0 + 100, {"v1": [1, 0, 0]}),
+        ("auth", T0 // 100, T0 + 30, {"v1": [1, 0, 0]}),
     ]
     assert (tally.accepted, tally.unknown) == (6, 1)

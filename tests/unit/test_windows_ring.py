@@ -1,4 +1,5 @@
-"""The ring of buckets behaves as a plain dict of buckets with a retention would."""
+"""The ring of buckets behaves as a plain dict of buckets with a retention would, the bad
+events that named a callee included."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from slipstream.slo.windows import HEADROOM, Series
 
 KEEP = 12
 
-# ("add", index relative to the clock, bad, total) or ("advance", steps)
+# ("add", index relative to the clock, bad, total, of the bad those naming a callee) or
+# ("advance", steps)
 OPS = st.lists(
     st.one_of(
         st.tuples(
@@ -17,8 +19,9 @@ OPS = st.lists(
             st.integers(-KEEP, HEADROOM),
             st.integers(0, 3),
             st.integers(1, 5),
+            st.sampled_from((0, 0, 1, 3)),
         ),
-        st.tuples(st.just("advance"), st.integers(0, 3 * KEEP), st.just(0), st.just(0)),
+        st.tuples(st.just("advance"), st.integers(0, 3 * KEEP), st.just(0), st.just(0), st.just(0)),
     ),
     max_size=80,
 )
@@ -27,19 +30,21 @@ OPS = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(start=st.integers(-50, 50), ops=OPS)
 def test_the_ring_keeps_what_a_dict_with_retention_keeps(
-    start: int, ops: list[tuple[str, int, int, int]]
+    start: int, ops: list[tuple[str, int, int, int, int]]
 ) -> None:
     ring = Series(10_000, KEEP)
-    model: dict[int, list[int]] = {}
+    model: dict[int, list[int]] = {}  # index -> [bad, total, offset, via]
     clock = start
-    for offset, (op, value, bad, total) in enumerate(ops):
+    for offset, (op, value, bad, total, via) in enumerate(ops):
         if op == "add":
             index = clock + value  # the engine never counts older than the retention
-            assert ring.add(index, bad, total, offset)
-            cell = model.setdefault(index, [0, 0, -1])
+            named = min(via, bad)
+            assert ring.add(index, bad, total, offset, named)
+            cell = model.setdefault(index, [0, 0, -1, 0])
             cell[0] += bad
             cell[1] += total
             cell[2] = max(cell[2], offset)
+            cell[3] += named
         else:
             clock += value
             limit = clock - KEEP
@@ -49,14 +54,16 @@ def test_the_ring_keeps_what_a_dict_with_retention_keeps(
             assert sorted(ring.expire(clock)) == gone
         for index in range(clock - 3 * KEEP, clock + HEADROOM + 2):
             expected = model.get(index)
-            assert ring.cell(index) == (tuple(expected) if expected else None)
+            assert ring.cell(index) == (tuple(expected[:3]) if expected else None)
+            assert ring.via_count(index) == (expected[3] if expected else 0)
             assert ring.counts(index) == ((expected[0], expected[1]) if expected else (0, 0))
             assert ring.offset(index) == (expected[2] if expected else -1)
         lo = clock - 2 * KEEP
         for hi in range(lo, clock + HEADROOM + 2):  # every span, wrapping round the ring
             for first in (lo, hi - KEEP // 2, hi - 1):
-                span = [model.get(i, [0, 0]) for i in range(first, hi)]
+                span = [model.get(i, [0, 0, -1, 0]) for i in range(first, hi)]
                 assert ring.sum(first, hi) == (sum(c[0] for c in span), sum(c[1] for c in span))
+                assert ring.via_sum(first, hi) == sum(c[3] for c in span)
 
 
 def test_an_index_far_ahead_pushes_the_oldest_out_and_they_are_reported_as_expired() -> None:

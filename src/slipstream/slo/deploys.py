@@ -35,7 +35,7 @@ from slipstream.slo.correlation import (
 )
 from slipstream.slo.dose_response import dose_response, fraction_at
 from slipstream.slo.events import Deploy
-from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
+from slipstream.slo.windows import FINE_MS, MEDIUM_MS, Counts
 
 HISTORY_PER_SERVICE: Final = 20
 SUSPECT_VERDICTS: Final = frozenset({"ATTRIBUTED", "SUSPECTED"})
@@ -105,7 +105,7 @@ class CalleeChange(NamedTuple):
     service: str
     started_ms: int
     verdict: str | None  # its own verdict on the SLO's counterpart, if any
-    counts: WindowCounts | None  # its service's counts
+    counts: Counts | None  # its service's counts
     fractions: Sequence[tuple[int, float]] = ()  # its phases (see TrackedDeploy.fractions)
     deploy_id: str = ""
 
@@ -114,9 +114,7 @@ class CalleeChange(NamedTuple):
         return self.fractions or ((self.started_ms, 1.0),)
 
 
-CalleeChanges = Callable[
-    [], Sequence[CalleeChange | tuple[str, int, str | None, WindowCounts | None]]
-]
+CalleeChanges = Callable[[], Sequence[CalleeChange | tuple[str, int, str | None, Counts | None]]]
 
 
 @dataclass(frozen=True)
@@ -281,11 +279,11 @@ class DeployTracker:
         clock_ms: int,
         period_total: int,
         error_budget: float,
-        windows: WindowCounts | None = None,
-        controls: Callable[[], Mapping[str, WindowCounts]] | None = None,
+        windows: Counts | None = None,
+        controls: Callable[[], Mapping[str, Counts]] | None = None,
         burn_rate_1h: float = 0.0,
         callee_changes: CalleeChanges | None = None,
-        callees: Callable[[], Mapping[str, WindowCounts]] | None = None,
+        callees: Callable[[], Mapping[str, Counts]] | None = None,
     ) -> list[Impact]:
         """Close the SLO's tick for the service's newest deploy; return changed verdicts.
 
@@ -331,11 +329,11 @@ class DeployTracker:
         clock_ms: int,
         period_total: int,
         error_budget: float,
-        windows: WindowCounts | None,
-        controls: Callable[[], Mapping[str, WindowCounts]] | None,
+        windows: Counts | None,
+        controls: Callable[[], Mapping[str, Counts]] | None,
         burn_rate_1h: float,
         callee_changes: CalleeChanges | None,
-        callees: Callable[[], Mapping[str, WindowCounts]] | None,
+        callees: Callable[[], Mapping[str, Counts]] | None,
         stopped_ms: int | None = None,
     ) -> Impact | None:
         """One deploy's verdict on one SLO at ``clock_ms`` (see ``evaluate``); ``stopped_ms``:
@@ -418,9 +416,9 @@ class DeployTracker:
     def _callee_explains(
         tracked: TrackedDeploy,
         slo: str,
-        windows: WindowCounts,
+        windows: Counts,
         callee: str,
-        counts: WindowCounts | None,
+        counts: Counts | None,
         post_from: int,
         callee_started: int,
         to: int,
@@ -498,12 +496,12 @@ class DeployTracker:
     def _before_after(  # noqa: PLR0915 (one judgement, read top-down)
         tracked: TrackedDeploy,
         slo: str,
-        windows: WindowCounts,
+        windows: Counts,
         post_from_ms: int,
         clock_ms: int,
         confounders: Sequence[CalleeChange],
-        find_controls: Callable[[], Mapping[str, WindowCounts]],
-        find_callees: Callable[[], Mapping[str, WindowCounts]],
+        find_controls: Callable[[], Mapping[str, Counts]],
+        find_callees: Callable[[], Mapping[str, Counts]],
         stopped_ms: int | None = None,
         level_from: int | None = None,
     ) -> tuple[Verdict, dict[str, Any]]:
@@ -838,7 +836,7 @@ CALM_SPAN_MS: Final = 5 * 60_000
 def kept_counts(
     store: dict[str, list[int]],
     key: str,
-    counts: WindowCounts,
+    counts: Counts,
     lo: int,
     hi: int,
     res_ms: int = FINE_MS,
@@ -861,9 +859,7 @@ class CalmBefore(NamedTuple):
     late: tuple[int, int]  # ... and of its second half
 
 
-def _calm_before(
-    before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int
-) -> CalmBefore:
+def _calm_before(before: dict[str, list[int]], slo: str, windows: Counts, start: int) -> CalmBefore:
     """The hour before ``start`` in 5 min chunks, where runs of two or more chunks failing
     well above the others (an incident of ten minutes or more) are left out: the rate the
     change is measured against is the service's usual one. Single high chunks (blips) stay,
@@ -892,7 +888,7 @@ LEVEL_MS: Final = 5 * 60_000  # where a called service's change had brought this
 
 
 def _raised_level(
-    before: dict[str, list[int]], slo: str, windows: WindowCounts, start: int
+    before: dict[str, list[int]], slo: str, windows: Counts, start: int
 ) -> tuple[int, int] | None:
     """(bad, total) of the SLO in the ``LEVEL_MS`` before ``start`` (this change) when they
     fail well above its calm hour. After a called service's change at least that long
@@ -925,7 +921,7 @@ def _high_chunks(chunks: Sequence[tuple[int, int]]) -> set[int]:
 def _calm_again(
     before: dict[str, list[int]],
     slo: str,
-    windows: WindowCounts,
+    windows: Counts,
     start: int,
     clock_ms: int,
     pre: tuple[int, int],
@@ -1010,7 +1006,7 @@ def _external_bayes_factor(
 
 
 def _recovered_at_rollback(
-    windows: WindowCounts,
+    windows: Counts,
     pre: tuple[int, int],
     rise_from: int,
     rolled_back: int,
@@ -1032,7 +1028,7 @@ def _recovered_at_rollback(
 
 def _dose_fit(
     tracked: TrackedDeploy,
-    windows: WindowCounts,
+    windows: Counts,
     pre: tuple[int, int],
     confounders: Sequence[CalleeChange],
     start: int,
@@ -1062,7 +1058,7 @@ def _dose_fit(
     }
 
 
-def _failing(windows: WindowCounts, pre: tuple[int, int], to: int, phi: float) -> bool:
+def _failing(windows: Counts, pre: tuple[int, int], to: int, phi: float) -> bool:
     """Whether the SLO failed above ``pre``'s rate (counts already shrunk by ``phi``) in the
     ``LEVEL_MS`` before ``to`` (loosely, p <= 0.05: when in doubt, it was)."""
     ratio, p = rate_rose(pre, _shrunk(windows.fine_range(to - LEVEL_MS, to), phi))
@@ -1070,7 +1066,7 @@ def _failing(windows: WindowCounts, pre: tuple[int, int], to: int, phi: float) -
 
 
 def _rise_from(
-    windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int, plausibly_lo: bool = False
+    windows: Counts, pre: tuple[int, int], lo: int, hi: int, plausibly_lo: bool = False
 ) -> int:
     """Where, minute by minute in [lo, hi), the SLO's bad rate most likely rose above
     ``pre``'s; with ``plausibly_lo``, ``lo`` itself whenever the rise may have begun there
@@ -1082,7 +1078,7 @@ def _rise_from(
     return lo + 60_000 * rise_start(steps, base)
 
 
-def _ramp_llr(windows: WindowCounts, pre: tuple[int, int], lo: int, hi: int, phi: float) -> float:
+def _ramp_llr(windows: Counts, pre: tuple[int, int], lo: int, hi: int, phi: float) -> float:
     """How much better a ramp up from ``lo`` explains the minutes of [lo, hi) than the best
     later step (``ramp_over_step_llr``, on counts shrunk by the dispersion ``phi``)."""
     minutes = [_shrunk(windows.fine_range(t, min(t + 60_000, hi)), phi)
@@ -1094,7 +1090,7 @@ BURST_MS: Final = 3 * 60_000  # the longest burst that is everyday noise (a blip
 REST_MS: Final = 60_000  # and what must be left of a rise without it, at least
 
 
-def _beyond_burst(windows: WindowCounts, lo: int, hi: int) -> tuple[int, int]:
+def _beyond_burst(windows: Counts, lo: int, hi: int) -> tuple[int, int]:
     """(bad, total) in [lo, hi) without its worst ``BURST_MS`` (in 10 s buckets: a burst
     is not aligned to minutes): what is left of a rise once the burst that may be all of
     it is taken out."""

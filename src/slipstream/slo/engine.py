@@ -32,6 +32,7 @@ from slipstream.slo.windows import (
     FINE_MS,
     MEDIUM_MS,
     RES_CODE,
+    OwnCounts,
     SeriesImage,
     WindowCounts,
 )
@@ -220,9 +221,10 @@ class PartitionEngine:
         if not slos:
             self._result.unknown_service_events += 1
             return
+        named = request.callee is not None
         for slo in slos:
             bad = 1 if slo.sli.is_bad(request) else 0
-            self._absorb_counts(slo, request.version, request.timestamp_ms, bad, 1)
+            self._absorb_counts(slo, request.version, request.timestamp_ms, bad, 1, bad & named)
 
     def absorb_many(self, requests: Sequence[Request]) -> None:
         """The requests of one message, counted as runs: consecutive requests of an SLO in
@@ -248,13 +250,15 @@ class PartitionEngine:
                     run.ts_ms = ts
                 counts = run.versions.get(request.version)
                 if counts is None:
-                    counts = run.versions[request.version] = [0, 0]
-                counts[0] += slo.sli.is_bad(request)
+                    counts = run.versions[request.version] = [0, 0, 0]
+                if slo.sli.is_bad(request):
+                    counts[0] += 1
+                    counts[2] += request.callee is not None
                 counts[1] += 1
         self._result.unknown_service_events += unknown
         for run in runs:
-            for version, (bad, total) in run.versions.items():
-                self._absorb_counts(run.slo, version, run.ts_ms, bad, total)
+            for version, (bad_count, total, via) in run.versions.items():
+                self._absorb_counts(run.slo, version, run.ts_ms, bad_count, total, via)
 
     def absorb_tallied(self, tally: Tally) -> None:
         """The requests of one message, already grouped (``Tally``): the same calls, in
@@ -264,22 +268,34 @@ class PartitionEngine:
         for run in tally.runs:
             # absorb_many opens the runs of a service's SLOs at the same events, in the
             # catalogue's order; each run then counts its versions in order of appearance.
+            n = len(run.slos)
             for i, slo in enumerate(run.slos, 1):
                 for version, counts in run.versions.items():
-                    self._absorb_counts(slo, version, run.ts_ms, counts[i], counts[0])
+                    self._absorb_counts(slo, version, run.ts_ms, counts[i], counts[0],
+                                        counts[n + i])  # fmt: skip
 
     def absorb_tally(
-        self, service: str, slo_name: str, version: str | None, ts_ms: int, bad: int, total: int
+        self,
+        service: str,
+        slo_name: str,
+        version: str | None,
+        ts_ms: int,
+        bad: int,
+        total: int,
+        via: int = 0,
     ) -> None:
-        """Absorb ``total`` events of one SLO, already classified (``bad`` of them bad), that
-        share a version and a 10 s tick: the same as absorbing them one by one in order."""
+        """Absorb ``total`` events of one SLO, already classified (``bad`` of them bad,
+        ``via`` of those naming a callee), that share a version and a 10 s tick: the same
+        as absorbing them one by one in order."""
         slo = next((s for s in self.catalogue.slos_of(service) if s.name == slo_name), None)
         if slo is None:
             self._result.unknown_service_events += total
             return
-        self._absorb_counts(slo, version, ts_ms, bad, total)
+        self._absorb_counts(slo, version, ts_ms, bad, total, via)
 
-    def _absorb_counts(self, slo: Slo, version: str | None, ts: int, bad: int, total: int) -> None:
+    def _absorb_counts(
+        self, slo: Slo, version: str | None, ts: int, bad: int, total: int, via: int = 0
+    ) -> None:
         if self.watermark_ms is None or ts > self.watermark_ms:
             self.watermark_ms = ts
         self.newest_offset = max(self.newest_offset, self._offset)
@@ -296,14 +312,16 @@ class PartitionEngine:
                 rt.settled_open = None  # a closed bucket's bad count moves the windows
         elif ts // FAST_MS * FAST_MS > rt.fast_ms:
             self._evaluate_open_tick(rt, ts // FAST_MS * FAST_MS)
-        if self._count(rt, ts, bad, total):
+        if self._count(rt, ts, bad, total, via):
             self.deploys.count(slo.service, version, ts, slo.name, bad, total)
 
     def absorb_deploy(self, deploy: Deploy) -> None:
         self.deploys.on_deploy(deploy)
 
-    def _count(self, rt: SloRuntime, ts: int, bad: int, total: int) -> bool:
-        """Add to the SLO's buckets; False when the offset guard skipped the fine bucket."""
+    def _count(self, rt: SloRuntime, ts: int, bad: int, total: int, via: int) -> bool:
+        """Add to the SLO's buckets; False when the offset guard skipped the fine bucket.
+        The correlation reads the bad events that named a callee in 10 s and 5 min buckets
+        only (two hours of "after", six of "before"): the hourly ones do not count them."""
         service, name, windows, offset = rt.slo.service, rt.slo.name, rt.windows, self._offset
         guarded = self._guarded
         counted = True
@@ -318,7 +336,7 @@ class PartitionEngine:
                     continue
                 guarded.add(mark)
                 self._touched.add(mark)
-            windows.add(res, index, bad, total, offset)
+            windows.add(res, index, bad, total, offset, via if res != COARSE_MS else 0)
         return counted
 
     def _advance(self, rt: SloRuntime, target_ms: int) -> None:
@@ -347,13 +365,20 @@ class PartitionEngine:
         observed = clock - (rt.first_clock_ms if rt.first_clock_ms is not None else clock)
         transition = rt.machine.evaluate(slo, clock, windows, observed)
         callees = self.catalogue.services[slo.service].depends_on
+        # A deploy is judged on its service's own failures. When the service names the
+        # called service a request failed on, a callee's change cannot show in them, so it
+        # no longer confounds (its counts are still read, for a cause both share).
+        names_callees = rt.windows.names_callees()
         impacts = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
-            rt.windows, lambda: self._control_windows(slo),
+            OwnCounts(rt.windows),
+            lambda: {key: OwnCounts(other)
+                     for key, other in self._control_windows(slo, own=True).items()},
             burn_rate(*windows[3_600_000], slo.error_budget),
             lambda: [CalleeChange(service, t.started_ms, self._deploy_verdict(t, slo),
                                   self._windows_of(service), t.fractions, t.deploy.deploy_id)
-                     for service in callees for t in self.deploys.of_service(service)],
+                     for service in callees for t in self.deploys.of_service(service)
+                     if not names_callees],
             lambda: {service: counts for service in callees
                      if (counts := self._windows_of(service)) is not None},
         )  # fmt: skip
@@ -426,10 +451,12 @@ class PartitionEngine:
             self._result.suspects[transition.alert_id] = suspect
             self._result.causes[transition.alert_id] = "deploy"
 
-    def _control_windows(self, slo: Slo) -> dict[str, WindowCounts]:
+    def _control_windows(self, slo: Slo, own: bool = False) -> dict[str, WindowCounts]:
         """Counts of the SLOs that can serve as controls for ``slo``: their services neither
         call nor are called by ``slo``'s, and have no change under suspicion, neither their
-        own nor one of a service they call (its failures are theirs too)."""
+        own nor one of a service they call (its failures are theirs too). With ``own``
+        (their own failures are what is read: ``OwnCounts``), a service that names the
+        callee its requests failed on may call those services too."""
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
         suspected = self.deploys.suspected_services(self.watermark_ms or 0)
         treated = suspected | {
@@ -441,8 +468,12 @@ class PartitionEngine:
             f"{other.slo.service}/{other.slo.name}": other.windows
             for other in self.runtimes.values()
             if other.slo.service not in related
-            and other.slo.service not in treated
-            and slo.service not in self.catalogue.services[other.slo.service].depends_on
+            and (
+                other.slo.service not in suspected
+                if own and other.windows.names_callees()
+                else other.slo.service not in treated
+                and slo.service not in self.catalogue.services[other.slo.service].depends_on
+            )
         }
 
     def _track_episode(self, rt: SloRuntime, clock: int, period_total: int) -> None:
@@ -602,10 +633,12 @@ class PartitionEngine:
         result = self._result
         for service, slo_name, res, index in self._touched:
             rt = self.runtimes[(service, slo_name)]
-            cell = rt.windows.series[res].cell(index)
+            series = rt.windows.series[res]
+            cell = series.cell(index)
             if cell is not None:
                 key = self._bucket_key(service, slo_name, res, index)
-                result.writes[key] = list(cell)
+                via = series.via_count(index)
+                result.writes[key] = [*cell, via] if via else list(cell)
                 result.deletes.discard(key)
         for service, slo_name in self._dirty_state:
             rt = self.runtimes[(service, slo_name)]
@@ -781,9 +814,10 @@ class PartitionEngine:
 
 
 def _load_bucket(windows: WindowCounts, parts: Sequence[str], value: Any) -> None:
-    """A bucket entry (key split at "|") into the SLO's windows; None is a tombstone."""
+    """A bucket entry (key split at "|") into the SLO's windows; None is a tombstone. Its
+    value is [bad, total, offset], and the bad events that named a callee when any did."""
     if value is None:
         windows.unload(_CODE_RES[parts[4]], int(parts[5]))
     else:
-        bad, total, offset = value
-        windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset)
+        bad, total, offset, *via = value
+        windows.load(_CODE_RES[parts[4]], int(parts[5]), bad, total, offset, *via[:1])

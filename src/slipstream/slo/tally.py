@@ -52,13 +52,14 @@ def catalogue_slis(catalogue: Catalogue) -> dict[str, ServiceSlis]:
     return {name: service_slis(s.slos) for name, s in catalogue.services.items() if s.slos}
 
 
-# ``Tally.add``: service, version, event time ms, status code, latency ms.
-AddEvent = Callable[[str, str | None, int, int, float], None]
+# ``Tally.add``: service, version, event time ms, status code, latency ms, callee.
+AddEvent = Callable[[str, str | None, int, int, float, str | None], None]
 
 
 @dataclass
 class Run:
-    """Events of one service in one ``FAST_MS`` step: per version, [total, bad per SLO]."""
+    """Events of one service in one ``FAST_MS`` step: per version, [total, bad per SLO,
+    bad naming a callee per SLO]."""
 
     slos: tuple[Slo, ...]
     tick: int
@@ -78,7 +79,13 @@ class Tally:
     _open: dict[str, Run] = field(default_factory=dict)  # service -> its latest run
 
     def add(
-        self, service: str, version: str | None, ts_ms: int, status: int, latency_ms: float
+        self,
+        service: str,
+        version: str | None,
+        ts_ms: int,
+        status: int,
+        latency_ms: float,
+        callee: str | None = None,
     ) -> None:
         """Count one valid event (``status`` already checked to be 100..599)."""
         self.accepted += 1
@@ -95,19 +102,22 @@ class Tally:
             run.ts_ms = ts_ms
         counts = run.versions.get(version)
         if counts is None:
-            counts = run.versions[version] = [0] * (len(slis.slos) + 1)
+            counts = run.versions[version] = [0] * (2 * len(slis.slos) + 1)
         counts[0] += 1
         bad = slis.bad_by_status[status]
         for threshold, bit in slis.latency:
             if latency_ms > threshold:
                 bad |= bit
         if bad:
-            _count_bad(counts, bad)
+            _count_bad(counts, bad, 1)
+            if callee is not None:
+                _count_bad(counts, bad, 1 + len(slis.slos))
 
 
-def _count_bad(counts: list[int], mask: int) -> None:
-    """One bad event for each SLO whose bit is set (rare: most events are good)."""
-    i = 1
+def _count_bad(counts: list[int], mask: int, first: int) -> None:
+    """One more in ``counts[first + i]`` for each SLO ``i`` whose bit is set (rare: most
+    events are good)."""
+    i = first
     while mask:
         if mask & 1:
             counts[i] += 1

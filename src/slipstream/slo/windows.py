@@ -14,6 +14,11 @@ finer buckets for the recent part. Each window is a running sum updated as
 Every bucket carries the highest source offset it has absorbed (the offset
 guard of RELIABILITY.md); the engine decides with it whether a replayed
 message is already counted.
+
+A bucket also counts, of its bad events, those that named the called service they failed
+on (the request's ``callee``): the deploy correlation judges a service on its own
+failures. Most services never name one, so that count has an array of its own, made at
+the first such event.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 FINE_MS: Final = 10_000
 MEDIUM_MS: Final = 300_000
@@ -57,13 +62,15 @@ HEADROOM: Final = 2  # indexes a restore may find ahead of the clock (a crash mi
 
 @dataclass(frozen=True)
 class SeriesImage:
-    """A series' ring as a checkpoint holds it: the flat cell array and where it is filled."""
+    """A series' ring as a checkpoint holds it: the flat cell array and where it is filled,
+    and the per-slot counts of bad events that named a callee, if any did."""
 
     res_ms: int
     floor: int
     newest: int | None
     evicted: list[int]
     cells: array[int]
+    via: array[int] | None = None
 
     @property
     def held(self) -> int:
@@ -78,16 +85,18 @@ class Series:
     Index ``i`` lives in slot ``i % size`` of one flat array of 64-bit integers
     (bad, total, offset): 24 bytes per bucket whatever it holds, instead of a dict entry
     and a Python object per bucket (about 240 bytes). Every slot outside ``[floor,
-    newest]`` holds ``_EMPTY``.
+    newest]`` holds ``_EMPTY``. ``via`` (None until a bad event names a callee) holds per
+    slot how many of its bad events did: 8 bytes more per bucket, for those SLOs only.
     """
 
-    __slots__ = ("_evicted", "cells", "floor", "keep", "newest", "res_ms", "size")
+    __slots__ = ("_evicted", "cells", "floor", "keep", "newest", "res_ms", "size", "via")
 
     def __init__(self, res_ms: int, keep: int) -> None:
         self.res_ms = res_ms
         self.keep = keep
         self.size = keep + 1 + HEADROOM
         self.cells = array("q", _EMPTY) * self.size
+        self.via: array[int] | None = None
         self.newest: int | None = None
         self.floor = 0  # no non-empty bucket below this index
         self._evicted: list[int] = []  # pushed out by an index far ahead; reported by expire
@@ -119,6 +128,26 @@ class Series:
         at = index % self.size * 3
         return self.cells[at], self.cells[at + 1]
 
+    def via_count(self, index: int) -> int:
+        """Of the bucket's bad events, those that named a callee."""
+        if self.via is None or not self._holds(index):
+            return 0
+        return self.via[index % self.size]
+
+    def via_sum(self, lo: int, hi: int) -> int:
+        """``via_count`` summed over the buckets in [lo, hi)."""
+        via = self.via
+        if via is None or self.newest is None:
+            return 0
+        lo, hi = max(lo, self.floor), min(hi, self.newest + 1)
+        total = 0
+        while lo < hi:
+            slot = lo % self.size
+            n = min(hi - lo, self.size - slot)
+            total += sum(via[slot : slot + n])
+            lo += n
+        return total
+
     def sum(self, lo: int, hi: int) -> tuple[int, int]:
         """(bad, total) of the buckets in [lo, hi), summed over slices of the ring (the
         correlation code asks for an hour of 10 s buckets per control at every tick)."""
@@ -138,25 +167,36 @@ class Series:
     def oldest_kept(self, newest_index: int) -> int:
         return newest_index - self.keep
 
-    def add(self, index: int, bad: int, total: int, offset: int) -> bool:
-        """Count into a bucket; False when the index is too old for the ring."""
+    def add(self, index: int, bad: int, total: int, offset: int, via: int = 0) -> bool:
+        """Count into a bucket (``via`` of the ``bad`` events named a callee); False when
+        the index is too old for the ring."""
         newest = self.newest  # the common case first: a bucket already in the ring
         if (newest is None or not self.floor <= index <= newest) and not self._make_room(index):
             return False
-        at = index % self.size * 3
+        slot = index % self.size
+        at = slot * 3
         cells = self.cells
         cells[at] += bad
         cells[at + 1] += total
         cells[at + 2] = max(cells[at + 2], offset)
+        if via:
+            self._via()[slot] += via
         return True
 
-    def put(self, index: int, bad: int, total: int, offset: int) -> bool:
+    def put(self, index: int, bad: int, total: int, offset: int, via: int = 0) -> bool:
         """Set a bucket (restoring it); False when the index is too old for the ring."""
         if not self._make_room(index):
             return False
-        at = index % self.size * 3
-        self.cells[at : at + 3] = array("q", (bad, total, offset))
+        slot = index % self.size
+        self.cells[slot * 3 : slot * 3 + 3] = array("q", (bad, total, offset))
+        if via or self.via is not None:
+            self._via()[slot] = via
         return True
+
+    def _via(self) -> array[int]:
+        if self.via is None:
+            self.via = array("q", (0,)) * self.size
+        return self.via
 
     def drop(self, index: int) -> None:
         if self._holds(index):
@@ -187,19 +227,25 @@ class Series:
         self.floor = max(self.floor, index + 1 - self.size)
 
     def _clear(self, index: int) -> None:
-        at = index % self.size * 3
-        self.cells[at : at + 3] = array("q", _EMPTY)
+        slot = index % self.size
+        self.cells[slot * 3 : slot * 3 + 3] = array("q", _EMPTY)
+        if self.via is not None:
+            self.via[slot] = 0
 
     def image(self) -> SeriesImage:
         """The ring as it stands (the array itself, not a copy: serialise it at once)."""
-        return SeriesImage(self.res_ms, self.floor, self.newest, list(self._evicted), self.cells)
+        return SeriesImage(
+            self.res_ms, self.floor, self.newest, list(self._evicted), self.cells, self.via
+        )
 
     def take_image(self, image: SeriesImage) -> bool:
         """Become the ring of ``image`` (a checkpoint of this series); False when its size
         differs (the SLO's windows changed since: its buckets must come from the changelog)."""
         if image.res_ms != self.res_ms or len(image.cells) != len(self.cells):
             return False
-        self.cells = image.cells
+        if image.via is not None and len(image.via) != self.size:
+            return False
+        self.cells, self.via = image.cells, image.via
         self.floor, self.newest, self._evicted = image.floor, image.newest, list(image.evicted)
         return True
 
@@ -290,20 +336,23 @@ class WindowCounts:
 
     # -- counting ---------------------------------------------------------------------
 
-    def add(self, res_ms: int, index: int, bad: int, total: int, offset: int) -> None:
-        """Count into one bucket; running sums that already cover it see it at once."""
+    def add(self, res_ms: int, index: int, bad: int, total: int, offset: int, via: int = 0) -> None:
+        """Count into one bucket (``via`` of the ``bad`` events named a callee); running
+        sums that already cover it see it at once."""
         series = self.series[res_ms]
         clock = self.clock_ms
         if clock is not None and index < clock // res_ms - series.keep:  # series.oldest_kept
             return  # older than every window of this resolution can reach
-        if not series.add(index, bad, total, offset):
+        if not series.add(index, bad, total, offset, via):
             return
         for sums in self._sums_of[res_ms]:
             if sums.lo <= index < sums.hi:  # RangeSum.late, inline: once per count
                 sums.bad += bad
                 sums.total += total
 
-    def load(self, res_ms: int, index: int, bad: int, total: int, offset: int) -> None:
+    def load(
+        self, res_ms: int, index: int, bad: int, total: int, offset: int, via: int = 0
+    ) -> None:
         """Restore a bucket from the changelog (before the clock is set). A value that
         absorbed less of the source than the one already restored is a stale write (a
         paused worker's, sent after its partition had moved on) and is ignored: a
@@ -311,7 +360,7 @@ class WindowCounts:
         series = self.series[res_ms]
         if series.offset(index) > offset:
             return
-        series.put(index, bad, total, offset)
+        series.put(index, bad, total, offset, via)
 
     def unload(self, res_ms: int, index: int) -> None:
         """Forget a bucket the changelog deleted (before the clock is set)."""
@@ -348,6 +397,18 @@ class WindowCounts:
         retention."""
         return self.series[res_ms].sum(start_ms // res_ms, end_ms // res_ms)
 
+    def names_callees(self) -> bool:
+        """Whether a bad event counted here (in what the medium buckets hold, or since the
+        last restore) named the called service it failed on."""
+        return self.series[MEDIUM_MS].via is not None
+
+    def own_range(self, res_ms: int, start_ms: int, end_ms: int) -> tuple[int, int]:
+        """``range`` without the bad events that named a callee: the service's own."""
+        series = self.series[res_ms]
+        lo, hi = start_ms // res_ms, end_ms // res_ms
+        bad, total = series.sum(lo, hi)
+        return bad - series.via_sum(lo, hi), total
+
     def window(self, window_ms: int) -> tuple[int, int]:
         """(bad, total) of the window at the current clock."""
         rs = self.ranges[window_ms]
@@ -360,3 +421,27 @@ class WindowCounts:
             bad += self.medium_tail.bad
             total += self.medium_tail.total
         return bad, total
+
+
+class Counts(Protocol):
+    """What the deploy correlation reads of an SLO's buckets."""
+
+    def fine_range(self, start_ms: int, end_ms: int) -> tuple[int, int]: ...
+
+    def range(self, res_ms: int, start_ms: int, end_ms: int) -> tuple[int, int]: ...
+
+
+class OwnCounts:
+    """An SLO's counts as its service's own failures: the bad events that named the called
+    service they failed on left out (what the deploy correlation reads)."""
+
+    __slots__ = ("windows",)
+
+    def __init__(self, windows: WindowCounts) -> None:
+        self.windows = windows
+
+    def fine_range(self, start_ms: int, end_ms: int) -> tuple[int, int]:
+        return self.windows.own_range(FINE_MS, start_ms, end_ms)
+
+    def range(self, res_ms: int, start_ms: int, end_ms: int) -> tuple[int, int]:
+        return self.windows.own_range(res_ms, start_ms, end_ms)

@@ -13,9 +13,10 @@ reads the changelog from E + 1; the result equals reading it from the start
 whose windows changed, a changelog that no longer reaches E) the partition is read whole.
 
 File: a magic line, the length of a JSON header (what is not bucket cells), the header,
-the cells of every ring in header order, and a CRC-32 of all before it. Written to a
-temporary file, synced and renamed over the previous one: a kill leaves the old one or
-the new one, never half of one. Not pickle: nothing in the state directory is executed.
+the cells of every ring (then its counts of bad events that named a callee, if any) in
+header order, and a CRC-32 of all before it. Written to a temporary file, synced and
+renamed over the previous one: a kill leaves the old one or the new one, never half of
+one. Not pickle: nothing in the state directory is executed.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def encode_chunks(checkpoint: Checkpoint) -> list[bytes]:
         described = []
         for ring in images:
             raw = ring.cells.tobytes()
-            described.append([ring.res_ms, ring.floor, ring.newest, ring.evicted, len(raw)])
-            cells.append(raw)
+            via = ring.via.tobytes() if ring.via is not None else b""
+            described.append(
+                [ring.res_ms, ring.floor, ring.newest, ring.evicted, len(raw), len(via)]
+            )
+            cells += (raw, via)
         rings.append([service, name, described])
     header = json.dumps({
         "topic": checkpoint.topic, "partition": checkpoint.partition,
@@ -125,11 +129,18 @@ def decode(data: bytes) -> Checkpoint:
     slos: dict[tuple[str, str], list[SeriesImage]] = {}
     for service, name, described in header["slos"]:
         images = []
-        for res_ms, floor, newest, evicted, size in described:
+        # A ring without a sixth size was written before bad events naming a callee were
+        # counted.
+        for res_ms, floor, newest, evicted, size, *via_size in described:
             cells = array("q")
             cells.frombytes(body[at : at + size])
             at += size
-            images.append(SeriesImage(res_ms, floor, newest, evicted, cells))
+            via = None
+            if via_size and via_size[0]:
+                via = array("q")
+                via.frombytes(body[at : at + via_size[0]])
+                at += via_size[0]
+            images.append(SeriesImage(res_ms, floor, newest, evicted, cells, via))
         slos[(service, name)] = images
     if at != len(body):
         raise CheckpointError("cells do not match the header")

@@ -341,7 +341,7 @@ class Ingestor:
                 if seen_before(event_id, ts):
                     out.duplicates += 1
                     continue
-                add(service, version, ts, status, latency)
+                add(service, version, ts, status, latency, callee)
                 added += 1
         finally:  # the stream time of the events before an unexpected error holds too
             if stream is not None:

@@ -1,0 +1,125 @@
+"""Failures that name the called service they failed on (the request's ``callee``): the
+deploy correlation judges a change on its service's own failures, through the engine."""
+
+from __future__ import annotations
+
+import random
+
+from slipstream.bench.world import binomial
+from slipstream.slo.catalogue import parse_catalogue
+from slipstream.slo.engine import PartitionEngine
+from slipstream.slo.events import Deploy
+from slipstream.slo.windows import FINE_MS, MEDIUM_MS, OwnCounts, WindowCounts
+
+T0 = 1_795_000_000_000 // 3_600_000 * 3_600_000
+HOUR = 3_600_000
+SLO = {"name": "avail", "objective": 99.0, "period": "7d", "sli": {"kind": "availability"},
+       "alerting": {"min_events": 50}}  # fmt: skip
+CATALOGUE = parse_catalogue({"services": {
+    "api": {"depends_on": ["db"], "slos": [SLO]},
+    "db": {"slos": [SLO]},
+    **{f"c{i}": {"slos": [SLO]} for i in range(6)},
+}}, "callee-test")  # fmt: skip
+BASE = 0.002  # every service's own failure rate
+PER_TICK = 200  # requests per 10 s tick (20 rps) of each service but db
+DB_PER_TICK = 1  # db is quiet: its own counts cannot rule out that it failed api's calls
+CALLS = 0.5  # of a caller's requests, those that call its callee
+
+
+def config_change(deploy_id: str, service: str, ts: int) -> list[Deploy]:
+    return [Deploy(deploy_id, service, "v2", "v1", "config", phase, 1.0, ts, "ci")
+            for phase in ("started", "finished")]  # fmt: skip
+
+
+def api_verdicts(names_callee: bool, api_harm: float, db_harm: float = 1.0) -> set[str]:
+    """db changes at two hours, api a minute later: api's requests that call db fail as db
+    does (``db_harm`` times more often after its change), and its own failures rise
+    ``api_harm`` times. ``names_callee``: api's events name db when they failed on it. The
+    verdicts published on api's change."""
+    engine = PartitionEngine(0, CATALOGUE)
+    rng = random.Random(3)
+    db_start = T0 + 2 * HOUR
+    api_start = db_start + 60_000
+    changes = [*config_change("db-v2", "db", db_start), *config_change("api-v2", "api", api_start)]
+    seen: set[str] = set()
+    for offset, ts in enumerate(range(T0, api_start + HOUR, FINE_MS)):
+        engine.begin(offset)
+        for deploy in changes:
+            if deploy.timestamp_ms == ts:
+                engine.absorb_deploy(deploy)
+        db_rate = BASE * (db_harm if ts >= db_start else 1.0)
+        for service in ("api", "db", *(f"c{i}" for i in range(6))):
+            total, via = PER_TICK, 0
+            own_rate = BASE * (api_harm if service == "api" and ts >= api_start else 1.0)
+            if service == "db":
+                total, own_rate = DB_PER_TICK, db_rate
+            elif service == "api":
+                via = binomial(rng, total, CALLS * db_rate)
+            bad = binomial(rng, total, own_rate) + via
+            engine.absorb_tally(service, "avail", None, ts + 5_000, bad, total,
+                                via if names_callee else 0)  # fmt: skip
+        result = engine.end()
+        seen |= {i.verdict.verdict for i in result.impacts if i.deploy.deploy_id == "api-v2"}
+    return seen
+
+
+def test_a_change_that_raised_its_own_failures_is_attributed_though_a_callee_changed() -> None:
+    assert "ATTRIBUTED" in api_verdicts(names_callee=True, api_harm=6.0)
+    # Unnamed, api's failures may be db's: a change of db, too quiet to tell, may explain them.
+    assert "ATTRIBUTED" not in api_verdicts(names_callee=False, api_harm=6.0)
+
+
+def test_failures_named_on_a_callee_do_not_blame_the_callers_change() -> None:
+    assert "ATTRIBUTED" not in api_verdicts(names_callee=True, api_harm=1.0, db_harm=20.0)
+
+
+def test_own_counts_leave_out_what_named_a_callee() -> None:
+    windows = WindowCounts([HOUR])
+    windows.add(FINE_MS, 0, 5, 100, 1, via=3)
+    windows.add(FINE_MS, 1, 2, 100, 2)
+    assert not windows.names_callees()  # ... until a 5 min bucket counts one (as the engine)
+    assert windows.fine_range(0, 2 * FINE_MS) == (7, 200)
+    assert OwnCounts(windows).fine_range(0, 2 * FINE_MS) == (4, 200)
+    assert OwnCounts(windows).fine_range(FINE_MS, 2 * FINE_MS) == (2, 100)
+    windows.add(MEDIUM_MS, 0, 7, 200, 2, via=3)
+    assert windows.names_callees()
+    assert OwnCounts(windows).range(MEDIUM_MS, 0, MEDIUM_MS) == (4, 200)
+
+
+CALLERS = parse_catalogue({"services": {
+    "api": {"slos": [SLO]},
+    **{f"web{i}": {"depends_on": ["api"], "slos": [SLO]} for i in range(6)},
+}}, "callers-test")  # fmt: skip
+
+
+def incident_verdicts(names_callee: bool) -> set[str]:
+    """api changes (harmlessly) at two hours; eight minutes later an incident makes api and
+    the six services that call it, its only neighbours, fail ten times more often for an
+    hour. The callers' calls to api fail as api does. The verdicts on api's change."""
+    engine = PartitionEngine(0, CALLERS)
+    rng = random.Random(4)
+    start = T0 + 2 * HOUR
+    incident = range(start + 8 * 60_000, start + 68 * 60_000)
+    seen: set[str] = set()
+    for offset, ts in enumerate(range(T0, start + 90 * 60_000, FINE_MS)):
+        engine.begin(offset)
+        for deploy in config_change("api-v2", "api", start):
+            if deploy.timestamp_ms == ts:
+                engine.absorb_deploy(deploy)
+        rate = BASE * (10.0 if ts in incident else 1.0)
+        for service in ("api", *(f"web{i}" for i in range(6))):
+            via = 0 if service == "api" else binomial(rng, PER_TICK, CALLS * rate)
+            bad = binomial(rng, PER_TICK, rate) + via
+            engine.absorb_tally(service, "avail", None, ts + 5_000, bad, PER_TICK,
+                                via if names_callee else 0)  # fmt: skip
+        result = engine.end()
+        seen |= {i.verdict.verdict for i in result.impacts if i.deploy.deploy_id == "api-v2"}
+    return seen
+
+
+def test_callers_that_name_their_callees_are_controls_for_them() -> None:
+    # Their own failures rose with api's: an incident, not api's change.
+    assert "ATTRIBUTED" not in incident_verdicts(names_callee=True)
+    # Unnamed, api's failures are theirs too: they cannot be its controls, and with none
+    # api's change takes the blame (the case naming callees mends).
+    assert "ATTRIBUTED" in incident_verdicts(names_callee=False)
