@@ -76,7 +76,8 @@ def run_engine(
                 close()
                 engine.begin(offset)
             tick = item.ts_ms
-        engine.absorb_tally(item.service, SLO_NAME, item.version, item.ts_ms, item.bad, item.total)
+        engine.absorb_tally(item.service, SLO_NAME, item.version, item.ts_ms, item.bad, item.total,
+                            item.via)  # fmt: skip
         if observe is not None:
             observe(item)
     close()
@@ -173,7 +174,9 @@ def slices(d: TruthDeploy, world: World) -> dict[str, str]:
         "version tags": "present" if world.tagged[d.service] else "missing",
         "overlap": "yes" if d.overlaps else "no",
         "callers": "yes" if callers else "no",
-    }
+        "callee names": "no callees" if not world.callees[d.service]
+        else "present" if world.names_callee[d.service] else "missing",
+    }  # fmt: skip
 
 
 def run_seed(seed: int, hours: float, explain: bool = False) -> dict[str, Any]:

@@ -44,13 +44,15 @@ OVERDISPERSION_SIGMA = 0.25  # a service's bad rate varies per tick by exp(N(0, 
 
 
 class Tally(NamedTuple):
-    """Events of one service and version in one 10 s tick: ``bad`` of ``total`` failed."""
+    """Events of one service and version in one 10 s tick: ``bad`` of ``total`` failed,
+    ``via`` of those naming the called service they failed on."""
 
     service: str
     version: str | None
     ts_ms: int
     bad: int
     total: int
+    via: int = 0
 
 
 @dataclass
@@ -115,6 +117,8 @@ class World:
     hours: float
     catalogue: Catalogue
     by_service: dict[str, list[TruthDeploy]] = field(default_factory=dict)
+    # does the service name the called service a failed request failed on (``callee``)
+    names_callee: dict[str, bool] = field(default_factory=dict)
 
 
 def _tick(ms: float) -> int:
@@ -215,9 +219,12 @@ def make_world(seed: int, hours: float) -> World:  # noqa: PLR0915 (one generato
                       "alerting": {"min_events": 50}}]}
         for n in names
     }  # fmt: skip
+    # Drawn apart, so that the worlds of the seeds are what they were before it was.
+    names_rng = random.Random(seed * 31 + 1)
+    names_callee = {n: names_rng.random() >= 0.2 for n in names}
     world = World(rates, baseline, callees, tagged, deploys, incidents, blips, hours,
                   parse_catalogue({"services": services}, f"bench seed {seed}"),
-                  by_service)  # fmt: skip
+                  by_service, names_callee)  # fmt: skip
     for d in deploys:  # the truth of how much each bad change costs, from the model itself
         if d.bad:
             next_starts = [o.start_ms for o in by_service[d.service] if o.start_ms > d.start_ms]
@@ -284,6 +291,7 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
 def tallies(world: World, seed: int) -> Iterator[Tally | Deploy]:
     """Every deploy phase and every tick's counts, in event-time order."""
     rng = random.Random(seed * 7919)
+    via_rng = random.Random(seed * 31)  # which failures came from a callee: drawn apart
     end = T0 + int(world.hours * HOUR_MS)
     phases = sorted((e for d in world.deploys for e in deploy_events(d)),
                     key=lambda e: e.timestamp_ms)  # fmt: skip
@@ -328,4 +336,8 @@ def tallies(world: World, seed: int) -> Iterator[Tally | Deploy]:
                 if count:
                     bad = binomial(rng, count, min(p * mult + extra, 1.0))
                     tag = version if world.tagged[n] else None
-                    yield Tally(n, tag, t + TICK_MS // 2, bad, count)
+                    # A callee's failure the caller felt is named as such when it says so.
+                    via = 0
+                    if bad and extra > 0 and world.names_callee[n]:
+                        via = binomial(via_rng, bad, extra / (p * mult + extra))
+                    yield Tally(n, tag, t + TICK_MS // 2, bad, count, via)
