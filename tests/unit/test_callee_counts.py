@@ -4,9 +4,10 @@ deploy correlation judges a change on its service's own failures, through the en
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from slipstream.bench.world import binomial
-from slipstream.slo.catalogue import parse_catalogue
+from slipstream.slo.catalogue import Catalogue, parse_catalogue
 from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, MEDIUM_MS, OwnCounts, WindowCounts
@@ -31,36 +32,60 @@ def config_change(deploy_id: str, service: str, ts: int) -> list[Deploy]:
             for phase in ("started", "finished")]  # fmt: skip
 
 
+# A service's events in one tick: (service, tick start, rng) -> total, bad, of them those
+# that failed on a callee.
+Traffic = Callable[[str, int, random.Random], tuple[int, int, int]]
+
+
+def verdicts_on(
+    deploy_id: str,
+    catalogue: Catalogue,
+    changes: list[Deploy],
+    end_ms: int,
+    traffic: Traffic,
+    names_callee: bool,
+    seed: int,
+) -> set[str]:
+    """Run the catalogue's services from T0 to ``end_ms`` tick by tick; the verdicts
+    published on ``deploy_id``. Unless ``names_callee``, failures on a callee are counted
+    as the service's own (it does not say where they came from)."""
+    engine = PartitionEngine(0, catalogue)
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    for offset, ts in enumerate(range(T0, end_ms, FINE_MS)):
+        engine.begin(offset)
+        for deploy in changes:
+            if deploy.timestamp_ms == ts:
+                engine.absorb_deploy(deploy)
+        for service in catalogue.services:
+            total, bad, via = traffic(service, ts, rng)
+            engine.absorb_tally(service, "avail", None, ts + 5_000, bad, total,
+                                via if names_callee else 0)  # fmt: skip
+        result = engine.end()
+        seen |= {i.verdict.verdict for i in result.impacts if i.deploy.deploy_id == deploy_id}
+    return seen
+
+
 def api_verdicts(names_callee: bool, api_harm: float, db_harm: float = 1.0) -> set[str]:
     """db changes at two hours, api a minute later: api's requests that call db fail as db
     does (``db_harm`` times more often after its change), and its own failures rise
     ``api_harm`` times. ``names_callee``: api's events name db when they failed on it. The
     verdicts published on api's change."""
-    engine = PartitionEngine(0, CATALOGUE)
-    rng = random.Random(3)
     db_start = T0 + 2 * HOUR
     api_start = db_start + 60_000
-    changes = [*config_change("db-v2", "db", db_start), *config_change("api-v2", "api", api_start)]
-    seen: set[str] = set()
-    for offset, ts in enumerate(range(T0, api_start + HOUR, FINE_MS)):
-        engine.begin(offset)
-        for deploy in changes:
-            if deploy.timestamp_ms == ts:
-                engine.absorb_deploy(deploy)
+
+    def traffic(service: str, ts: int, rng: random.Random) -> tuple[int, int, int]:
         db_rate = BASE * (db_harm if ts >= db_start else 1.0)
-        for service in ("api", "db", *(f"c{i}" for i in range(6))):
-            total, via = PER_TICK, 0
-            own_rate = BASE * (api_harm if service == "api" and ts >= api_start else 1.0)
-            if service == "db":
-                total, own_rate = DB_PER_TICK, db_rate
-            elif service == "api":
-                via = binomial(rng, total, CALLS * db_rate)
-            bad = binomial(rng, total, own_rate) + via
-            engine.absorb_tally(service, "avail", None, ts + 5_000, bad, total,
-                                via if names_callee else 0)  # fmt: skip
-        result = engine.end()
-        seen |= {i.verdict.verdict for i in result.impacts if i.deploy.deploy_id == "api-v2"}
-    return seen
+        if service == "db":
+            return DB_PER_TICK, binomial(rng, DB_PER_TICK, db_rate), 0
+        if service != "api":
+            return PER_TICK, binomial(rng, PER_TICK, BASE), 0
+        via = binomial(rng, PER_TICK, CALLS * db_rate)
+        own = binomial(rng, PER_TICK, BASE * (api_harm if ts >= api_start else 1.0))
+        return PER_TICK, own + via, via
+
+    changes = [*config_change("db-v2", "db", db_start), *config_change("api-v2", "api", api_start)]
+    return verdicts_on("api-v2", CATALOGUE, changes, api_start + HOUR, traffic, names_callee, 3)
 
 
 def test_a_change_that_raised_its_own_failures_is_attributed_though_a_callee_changed() -> None:
@@ -96,25 +121,16 @@ def incident_verdicts(names_callee: bool) -> set[str]:
     """api changes (harmlessly) at two hours; eight minutes later an incident makes api and
     the six services that call it, its only neighbours, fail ten times more often for an
     hour. The callers' calls to api fail as api does. The verdicts on api's change."""
-    engine = PartitionEngine(0, CALLERS)
-    rng = random.Random(4)
     start = T0 + 2 * HOUR
     incident = range(start + 8 * 60_000, start + 68 * 60_000)
-    seen: set[str] = set()
-    for offset, ts in enumerate(range(T0, start + 90 * 60_000, FINE_MS)):
-        engine.begin(offset)
-        for deploy in config_change("api-v2", "api", start):
-            if deploy.timestamp_ms == ts:
-                engine.absorb_deploy(deploy)
+
+    def traffic(service: str, ts: int, rng: random.Random) -> tuple[int, int, int]:
         rate = BASE * (10.0 if ts in incident else 1.0)
-        for service in ("api", *(f"web{i}" for i in range(6))):
-            via = 0 if service == "api" else binomial(rng, PER_TICK, CALLS * rate)
-            bad = binomial(rng, PER_TICK, rate) + via
-            engine.absorb_tally(service, "avail", None, ts + 5_000, bad, PER_TICK,
-                                via if names_callee else 0)  # fmt: skip
-        result = engine.end()
-        seen |= {i.verdict.verdict for i in result.impacts if i.deploy.deploy_id == "api-v2"}
-    return seen
+        via = 0 if service == "api" else binomial(rng, PER_TICK, CALLS * rate)
+        return PER_TICK, binomial(rng, PER_TICK, rate) + via, via
+
+    changes = config_change("api-v2", "api", start)
+    return verdicts_on("api-v2", CALLERS, changes, start + 90 * 60_000, traffic, names_callee, 4)
 
 
 def test_callers_that_name_their_callees_are_controls_for_them() -> None:
