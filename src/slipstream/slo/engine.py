@@ -375,10 +375,10 @@ class PartitionEngine:
             lambda: {key: OwnCounts(other)
                      for key, other in self._control_windows(slo, own=True).items()},
             burn_rate(*windows[3_600_000], slo.error_budget),
-            lambda: [CalleeChange(service, t.started_ms, self._deploy_verdict(t, slo),
-                                  self._windows_of(service), t.fractions, t.deploy.deploy_id)
-                     for service in callees for t in self.deploys.of_service(service)
-                     if not names_callees],
+            lambda: [] if names_callees else [
+                CalleeChange(service, t.started_ms, self._deploy_verdict(t, slo),
+                             self._windows_of(service), t.fractions, t.deploy.deploy_id)
+                for service in callees for t in self.deploys.of_service(service)],
             lambda: {service: counts for service in callees
                      if (counts := self._windows_of(service)) is not None},
         )  # fmt: skip

@@ -398,8 +398,8 @@ class WindowCounts:
         return self.series[res_ms].sum(start_ms // res_ms, end_ms // res_ms)
 
     def names_callees(self) -> bool:
-        """Whether a bad event counted here (in what the medium buckets hold, or since the
-        last restore) named the called service it failed on."""
+        """Whether a bad event counted here named the called service it failed on: since
+        these buckets were made, or in those they were restored from."""
         return self.series[MEDIUM_MS].via is not None
 
     def own_range(self, res_ms: int, start_ms: int, end_ms: int) -> tuple[int, int]:
