@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 from slipstream.bench.world import binomial
 from slipstream.slo.catalogue import Catalogue, parse_catalogue
@@ -66,11 +67,17 @@ def verdicts_on(
     return seen
 
 
-def api_verdicts(names_callee: bool, api_harm: float, db_harm: float = 1.0) -> set[str]:
-    """db changes at two hours, api a minute later: api's requests that call db fail as db
-    does (``db_harm`` times more often after its change), and its own failures rise
-    ``api_harm`` times. ``names_callee``: api's events name db when they failed on it. The
-    verdicts published on api's change."""
+def api_verdicts(
+    names_callee: bool,
+    api_harm: float,
+    db_harm: float = 1.0,
+    calls: float = CALLS,
+    catalogue: Catalogue = CATALOGUE,
+) -> set[str]:
+    """db changes at two hours, api a minute later: api's requests that call db (``calls``
+    of them) fail as db does (``db_harm`` times more often after its change), and its own
+    failures rise ``api_harm`` times. ``names_callee``: api's events name db when they
+    failed on it. The verdicts published on api's change."""
     db_start = T0 + 2 * HOUR
     api_start = db_start + 60_000
 
@@ -80,12 +87,12 @@ def api_verdicts(names_callee: bool, api_harm: float, db_harm: float = 1.0) -> s
             return DB_PER_TICK, binomial(rng, DB_PER_TICK, db_rate), 0
         if service != "api":
             return PER_TICK, binomial(rng, PER_TICK, BASE), 0
-        via = binomial(rng, PER_TICK, CALLS * db_rate)
+        via = binomial(rng, PER_TICK, calls * db_rate)
         own = binomial(rng, PER_TICK, BASE * (api_harm if ts >= api_start else 1.0))
         return PER_TICK, own + via, via
 
     changes = [*config_change("db-v2", "db", db_start), *config_change("api-v2", "api", api_start)]
-    return verdicts_on("api-v2", CATALOGUE, changes, api_start + HOUR, traffic, names_callee, 3)
+    return verdicts_on("api-v2", catalogue, changes, api_start + HOUR, traffic, names_callee, 3)
 
 
 def test_a_change_that_raised_its_own_failures_is_attributed_though_a_callee_changed() -> None:
@@ -96,6 +103,22 @@ def test_a_change_that_raised_its_own_failures_is_attributed_though_a_callee_cha
 
 def test_failures_named_on_a_callee_do_not_blame_the_callers_change() -> None:
     assert "ATTRIBUTED" not in api_verdicts(names_callee=True, api_harm=1.0, db_harm=20.0)
+
+
+def declaring(catalogue: Catalogue, names_callees: bool, *services: str) -> Catalogue:
+    """``catalogue`` with ``services`` declaring whether they name their callees."""
+    specs = {name: replace(spec, names_callees=names_callees) if name in services else spec
+             for name, spec in catalogue.services.items()}  # fmt: skip
+    return replace(catalogue, services=specs)
+
+
+def test_a_declared_service_is_taken_to_name_its_callees_before_it_has_named_one() -> None:
+    # api's calls to db never fail, so none of its failures has named db yet: undeclared,
+    # it is not known to name them, and db's change, too quiet to tell, may explain its rise.
+    assert "ATTRIBUTED" not in api_verdicts(names_callee=True, api_harm=6.0, calls=0.0)
+    declared = declaring(CATALOGUE, True, "api")
+    assert "ATTRIBUTED" in api_verdicts(names_callee=True, api_harm=6.0, calls=0.0,
+                                        catalogue=declared)  # fmt: skip
 
 
 def test_own_counts_leave_out_what_named_a_callee() -> None:
@@ -117,7 +140,7 @@ CALLERS = parse_catalogue({"services": {
 }}, "callers-test")  # fmt: skip
 
 
-def incident_verdicts(names_callee: bool) -> set[str]:
+def incident_verdicts(names_callee: bool, catalogue: Catalogue = CALLERS) -> set[str]:
     """api changes (harmlessly) at two hours; eight minutes later an incident makes api and
     the six services that call it, its only neighbours, fail ten times more often for an
     hour. The callers' calls to api fail as api does. The verdicts on api's change."""
@@ -130,7 +153,8 @@ def incident_verdicts(names_callee: bool) -> set[str]:
         return PER_TICK, binomial(rng, PER_TICK, rate) + via, via
 
     changes = config_change("api-v2", "api", start)
-    return verdicts_on("api-v2", CALLERS, changes, start + 90 * 60_000, traffic, names_callee, 4)
+    return verdicts_on("api-v2", catalogue, changes, start + 90 * 60_000, traffic, names_callee,
+                       4)  # fmt: skip
 
 
 def test_callers_that_name_their_callees_are_controls_for_them() -> None:
@@ -139,3 +163,11 @@ def test_callers_that_name_their_callees_are_controls_for_them() -> None:
     # Unnamed, api's failures are theirs too: they cannot be its controls, and with none
     # api's change takes the blame (the case naming callees mends).
     assert "ATTRIBUTED" in incident_verdicts(names_callee=False)
+
+
+def test_callers_declared_not_to_name_their_callees_are_not_controls() -> None:
+    # They name some (a client library that names timeouts only, say): not enough to take
+    # their failures for their own, so they cannot be api's controls, named or not.
+    callers = [name for name in CALLERS.services if name != "api"]
+    declared = declaring(CALLERS, False, *callers)
+    assert "ATTRIBUTED" in incident_verdicts(names_callee=True, catalogue=declared)

@@ -75,6 +75,17 @@ def test_catalogue_parses_defaults_and_overrides() -> None:
     assert latency.tiers[0].factor == 10 and latency.tiers[1].factor == pytest.approx(5.6)
     assert latency.min_events == 10
     assert cat.services["checkout"].depends_on == ("payments",)
+    assert cat.services["checkout"].names_callees is None  # not declared: inferred
+
+
+def test_a_service_declares_whether_it_names_its_callees() -> None:
+    checkout = CATALOGUE["services"]["checkout"]
+    for declared in (True, False):
+        raw = {"services": {"checkout": {**checkout, "names_callees": declared}}}
+        assert parse_catalogue(raw, "cat.yaml").services["checkout"].names_callees is declared
+    raw = {"services": {"checkout": {**checkout, "names_callees": "yes"}}}
+    with pytest.raises(CatalogueError, match=r"services.checkout.names_callees: true or false"):
+        parse_catalogue(raw, "cat.yaml")
 
 
 def _request(status: int = 200, latency: float = 10.0, service: str = "checkout") -> Request:

@@ -212,16 +212,18 @@ def make_world(seed: int, hours: float) -> World:  # noqa: PLR0915 (one generato
         for _ in range(rng.randint(0, int(3 * hours / 24) + 1)):
             start = _tick(T0 + rng.randrange(span))
             blips.append((n, start, start + rng.choice((1, 2, 3)) * MINUTE_MS, rng.uniform(3, 8)))
+    # Drawn apart, so that the worlds of the seeds are what they were before it was.
+    names_rng = random.Random(seed * 31 + 1)
+    names_callee = {n: names_rng.random() >= 0.2 for n in names}
     services = {
         n: {"depends_on": sorted(callees[n]),
+            # a service that names its callees says so (as its SDK setup would)
+            **({"names_callees": True} if names_callee[n] else {}),
             "slos": [{"name": SLO_NAME, "objective": round(100 * (1 - 4 * baseline[n]), 4),
                       "period": "7d", "sli": {"kind": "availability"},
                       "alerting": {"min_events": 50}}]}
         for n in names
     }  # fmt: skip
-    # Drawn apart, so that the worlds of the seeds are what they were before it was.
-    names_rng = random.Random(seed * 31 + 1)
-    names_callee = {n: names_rng.random() >= 0.2 for n in names}
     world = World(rates, baseline, callees, tagged, deploys, incidents, blips, hours,
                   parse_catalogue({"services": services}, f"bench seed {seed}"),
                   by_service, names_callee)  # fmt: skip

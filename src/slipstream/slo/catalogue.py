@@ -92,6 +92,9 @@ class Service:
     depends_on: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     policy: BudgetPolicy = field(default_factory=BudgetPolicy)
+    # Does the service name, on every request that failed because a called service did,
+    # that service (``callee``)? None: not declared, taken to once it has named one.
+    names_callees: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ def parse_catalogue(raw: Any, source: str) -> Catalogue:
         where = f"{source}: services.{svc_name}"
         if not isinstance(svc_name, str) or not SERVICE_NAME.match(svc_name):
             raise CatalogueError(f"{where}: service name must match {SERVICE_NAME.pattern}")
-        obj = _keys(svc_raw, {"depends_on", "slos", "labels", "policy"}, where)
+        obj = _keys(svc_raw, {"depends_on", "slos", "labels", "policy", "names_callees"}, where)
         slos_raw = obj.get("slos") or []
         if not isinstance(slos_raw, list) or not slos_raw:
             raise CatalogueError(f"{where}.slos: need at least one SLO")
@@ -305,7 +308,11 @@ def parse_catalogue(raw: Any, source: str) -> Catalogue:
             elif not isinstance(value, bool):
                 raise CatalogueError(f"{where}.policy.{key}: true or false")
         policy = BudgetPolicy(**policy_raw)
-        services[svc_name] = Service(svc_name, slos, tuple(depends), labels, policy)
+        names_callees = obj.get("names_callees")
+        if names_callees is not None and not isinstance(names_callees, bool):
+            raise CatalogueError(f"{where}.names_callees: true or false")
+        services[svc_name] = Service(svc_name, slos, tuple(depends), labels, policy,
+                                     names_callees)  # fmt: skip
     for svc in services.values():
         for dep in svc.depends_on:
             if not SERVICE_NAME.match(dep):

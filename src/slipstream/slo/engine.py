@@ -368,7 +368,7 @@ class PartitionEngine:
         # A deploy is judged on its service's own failures. When the service names the
         # called service a request failed on, a callee's change cannot show in them, so it
         # no longer confounds (its counts are still read, for a cause both share).
-        names_callees = rt.windows.names_callees()
+        names_callees = self._names_callees(slo.service, rt.windows)
         impacts = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
             OwnCounts(rt.windows),
@@ -451,6 +451,12 @@ class PartitionEngine:
             self._result.suspects[transition.alert_id] = suspect
             self._result.causes[transition.alert_id] = "deploy"
 
+    def _names_callees(self, service: str, windows: WindowCounts) -> bool:
+        """Does ``service`` name the callee of every request a called service failed? As
+        the catalogue declares; undeclared, once its counts hold one that did."""
+        declared = self.catalogue.services[service].names_callees
+        return windows.names_callees() if declared is None else declared
+
     def _control_windows(self, slo: Slo, own: bool = False) -> dict[str, WindowCounts]:
         """Counts of the SLOs that can serve as controls for ``slo``: their services neither
         call nor are called by ``slo``'s, and have no change under suspicion, neither their
@@ -470,7 +476,7 @@ class PartitionEngine:
             if other.slo.service not in related
             and (
                 other.slo.service not in suspected
-                if own and other.windows.names_callees()
+                if own and self._names_callees(other.slo.service, other.windows)
                 else other.slo.service not in treated
                 and slo.service not in self.catalogue.services[other.slo.service].depends_on
             )
