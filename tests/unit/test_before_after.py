@@ -76,7 +76,7 @@ def judge(
     impacts = []
     for clock in range(T0 + FINE_MS, T0 + minutes * MINUTE, FINE_MS):
         impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
-                                    lambda: controls)  # fmt: skip
+                                    lambda _: controls)  # fmt: skip
     return impacts
 
 
@@ -209,7 +209,7 @@ def test_an_incident_during_a_split_is_not_the_change_that_followed_it() -> None
             tracker.count("api", "v7", clock - FINE_MS, "api/availability", old_bad, 9)
             tracker.count("api", "v8", clock - FINE_MS, "api/availability", new_bad, 1)
         judged = tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
-                                  lambda: BUSY)  # fmt: skip
+                                  lambda _: BUSY)  # fmt: skip
         verdicts += [i.verdict.verdict for i in judged]
     assert "ATTRIBUTED" not in verdicts
 
@@ -256,7 +256,7 @@ def judge_with_callee(
     verdicts = []
     for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
         judged = tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
-                                  lambda: BUSY, callee_changes=lambda: changes)  # fmt: skip
+                                  lambda _: BUSY, callee_changes=lambda: changes)  # fmt: skip
         verdicts += [i.verdict.verdict for i in judged]
     return verdicts
 
@@ -384,7 +384,7 @@ def judge_with_callees(callee: WindowCounts, minutes: int = 40) -> list[Impact]:
     impacts = []
     for clock in range(T0 + FINE_MS, T0 + minutes * MINUTE, FINE_MS):
         impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
-                                    lambda: BUSY, callees=lambda: {"db": callee})  # fmt: skip
+                                    lambda _: BUSY, callees=lambda: {"db": callee})  # fmt: skip
     return impacts
 
 
@@ -659,5 +659,5 @@ def judge_with_canary_callee(theirs: str) -> list[Impact]:
     impacts = []
     for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
         impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
-                                    lambda: BUSY, callee_changes=lambda: [canary])  # fmt: skip
+                                    lambda _: BUSY, callee_changes=lambda: [canary])  # fmt: skip
     return impacts

@@ -171,3 +171,40 @@ def test_callers_declared_not_to_name_their_callees_are_not_controls() -> None:
     callers = [name for name in CALLERS.services if name != "api"]
     declared = declaring(CALLERS, False, *callers)
     assert "ATTRIBUTED" in incident_verdicts(names_callee=True, catalogue=declared)
+
+
+
+PEERS = parse_catalogue({"services": {
+    "api": {"slos": [SLO]},
+    "peer": {"slos": [SLO]},
+    **{f"calm{i}": {"slos": [SLO]} for i in range(6)},
+}}, "peers-test")  # fmt: skip
+
+
+def peer_incident_verdicts(peer_changed_min: int) -> set[str]:
+    """peer ships a change that triples its failure rate ``peer_changed_min`` minutes
+    before api's harmless change at three hours; eight minutes after that an incident makes
+    both (and no other service) fail ten times more often for an hour. The verdicts on
+    api's change."""
+    start = T0 + 3 * HOUR
+    peer_changed = start - peer_changed_min * 60_000
+    incident = range(start + 8 * 60_000, start + 68 * 60_000)
+
+    def traffic(service: str, ts: int, rng: random.Random) -> tuple[int, int, int]:
+        rate = BASE * (10.0 if service in ("api", "peer") and ts in incident else 1.0)
+        rate *= 3.0 if service == "peer" and ts >= peer_changed else 1.0
+        return PER_TICK, binomial(rng, PER_TICK, rate), 0
+
+    changes = [*config_change("api-v2", "api", start),
+               *config_change("peer-v2", "peer", peer_changed)]  # fmt: skip
+    return verdicts_on("api-v2", PEERS, changes, start + 90 * 60_000, traffic, False, 5)
+
+
+def test_a_service_changed_before_the_hour_before_is_a_control_again() -> None:
+    # peer's change is blamed (its rate tripled) and stays under suspicion for two hours.
+    # Changed 90 minutes before api, the hour "before" saw it at its new rate: the
+    # incident's rise beyond that shows on it, and api's change is not blamed.
+    assert "ATTRIBUTED" not in peer_incident_verdicts(peer_changed_min=90)
+    # Changed half an hour before, its own change moved the numbers api's are compared
+    # with: it is no control, the calm ones say the rise is api's alone, and it is blamed.
+    assert "ATTRIBUTED" in peer_incident_verdicts(peer_changed_min=30)

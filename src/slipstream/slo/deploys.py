@@ -251,13 +251,15 @@ class DeployTracker:
         tick[base + 1] += total
         self.dirty.add(tracked.deploy.deploy_id)
 
-    def suspected_services(self, clock_ms: int) -> set[str]:
+    def suspected_services(self, clock_ms: int, since_ms: int | None = None) -> set[str]:
         """Services with a deploy under suspicion in the last two hours (not fit to be a
-        control: their own change moves their numbers)."""
+        control: their own change moves their numbers); with ``since_ms``, started then or
+        later (one started before a comparison's "before" moved it before that)."""
         return {
             t.deploy.service
             for t in self.deploys.values()
             if clock_ms - t.started_ms <= JUDGE_HORIZON_MS
+            and (since_ms is None or t.started_ms >= since_ms)
             and SUSPECT_VERDICTS & set(t.verdicts.values())
         }
 
@@ -280,7 +282,7 @@ class DeployTracker:
         period_total: int,
         error_budget: float,
         windows: Counts | None = None,
-        controls: Callable[[], Mapping[str, Counts]] | None = None,
+        controls: Callable[[int], Mapping[str, Counts]] | None = None,
         burn_rate_1h: float = 0.0,
         callee_changes: CalleeChanges | None = None,
         callees: Callable[[], Mapping[str, Counts]] | None = None,
@@ -330,7 +332,7 @@ class DeployTracker:
         period_total: int,
         error_budget: float,
         windows: Counts | None,
-        controls: Callable[[], Mapping[str, Counts]] | None,
+        controls: Callable[[int], Mapping[str, Counts]] | None,
         burn_rate_1h: float,
         callee_changes: CalleeChanges | None,
         callees: Callable[[], Mapping[str, Counts]] | None,
@@ -395,7 +397,8 @@ class DeployTracker:
                                                       post_from, c.started_ms, clock_ms)))
                 ]  # fmt: skip
                 judged, extra = self._before_after(
-                    tracked, slo, windows, post_from, clock_ms, confounders, controls or dict,
+                    tracked, slo, windows, post_from, clock_ms, confounders,
+                    controls or (lambda _: {}),
                     callees or dict, stopped_ms, None if confounders else level_from
                 )  # fmt: skip
                 judgements.append((judged, extra))
@@ -500,7 +503,7 @@ class DeployTracker:
         post_from_ms: int,
         clock_ms: int,
         confounders: Sequence[CalleeChange],
-        find_controls: Callable[[], Mapping[str, Counts]],
+        find_controls: Callable[[int], Mapping[str, Counts]],
         find_callees: Callable[[], Mapping[str, Counts]],
         stopped_ms: int | None = None,
         level_from: int | None = None,
@@ -647,7 +650,10 @@ class DeployTracker:
         # change of their own) show what happened anyway: over all of "after", lately, and
         # since this SLO's own rise began (an incident that starts minutes after the
         # change is seen there, undiluted).
-        controls = find_controls()
+        # Not those with a change of their own since the hour before this one began: that
+        # moved their numbers; an older one had moved them before it (they are compared
+        # with that hour).
+        controls = find_controls(start - BEFORE_MS)
         # Their usual rates too: an incident or a change of theirs in the hour before would
         # set a bar that the incident now hitting them all does not clear.
         pres = {key: _calm_before(before, f"control:{key}", other, start).pre

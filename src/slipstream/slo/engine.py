@@ -372,8 +372,8 @@ class PartitionEngine:
         impacts = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
             OwnCounts(rt.windows),
-            lambda: {key: OwnCounts(other)
-                     for key, other in self._control_windows(slo, own=True).items()},
+            lambda since: {key: OwnCounts(other) for key, other
+                           in self._control_windows(slo, own=True, changed_since=since).items()},
             burn_rate(*windows[3_600_000], slo.error_budget),
             lambda: [] if names_callees else [
                 CalleeChange(service, t.started_ms, self._deploy_verdict(t, slo),
@@ -457,14 +457,16 @@ class PartitionEngine:
         declared = self.catalogue.services[service].names_callees
         return windows.names_callees() if declared is None else declared
 
-    def _control_windows(self, slo: Slo, own: bool = False) -> dict[str, WindowCounts]:
+    def _control_windows(
+        self, slo: Slo, own: bool = False, changed_since: int | None = None
+    ) -> dict[str, WindowCounts]:
         """Counts of the SLOs that can serve as controls for ``slo``: their services neither
         call nor are called by ``slo``'s, and have no change under suspicion, neither their
         own nor one of a service they call (its failures are theirs too). With ``own``
         (their own failures are what is read: ``OwnCounts``), a service that names the
         callee its requests failed on may call those services too."""
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
-        suspected = self.deploys.suspected_services(self.watermark_ms or 0)
+        suspected = self.deploys.suspected_services(self.watermark_ms or 0, changed_since)
         treated = suspected | {
             name
             for name, spec in self.catalogue.services.items()
