@@ -173,7 +173,6 @@ def test_callers_declared_not_to_name_their_callees_are_not_controls() -> None:
     assert "ATTRIBUTED" in incident_verdicts(names_callee=True, catalogue=declared)
 
 
-
 PEERS = parse_catalogue({"services": {
     "api": {"slos": [SLO]},
     "peer": {"slos": [SLO]},
