@@ -464,7 +464,8 @@ class PartitionEngine:
         call nor are called by ``slo``'s, and have no change under suspicion, neither their
         own nor one of a service they call (its failures are theirs too). With ``own``
         (their own failures are what is read: ``OwnCounts``), a service that names the
-        callee its requests failed on may call those services too."""
+        callee its requests failed on may call those services too. With ``changed_since``,
+        only a change started then or later is one under suspicion here."""
         related = {slo.service, *self.catalogue.services[slo.service].depends_on}
         suspected = self.deploys.suspected_services(self.watermark_ms or 0, changed_since)
         treated = suspected | {
