@@ -214,6 +214,41 @@ def test_an_incident_during_a_split_is_not_the_change_that_followed_it() -> None
     assert "ATTRIBUTED" not in verdicts
 
 
+def split_through_an_incident(slo: WindowCounts, minutes: int) -> list[Impact]:
+    """The tagged canary of the test above (5 % for 10 min) of a busier service (200 events
+    every 10 s, 0.05 % bad), while an incident makes every version fail 10x from 1 min
+    until 20 min, past the split's end."""
+    tracker = DeployTracker()
+    roll_out(tracker, "v8", [(0, "started", 0.05), (10, "progress", 1.0), (10, "finished", 1.0)])
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + minutes * MINUTE, FINE_MS):
+        tick = (clock - T0) // FINE_MS - 1
+        if clock <= T0 + 10 * MINUTE:
+            incident = clock > T0 + MINUTE
+            old_bad = int(incident or tick % 11 == 0)
+            tracker.count("api", "v7", clock - FINE_MS, "api/availability", old_bad, 180)
+            tracker.count("api", "v8", clock - FINE_MS, "api/availability", 0, 20)
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda _: BUSY)  # fmt: skip
+    return impacts
+
+
+def test_a_change_is_judged_from_the_end_of_an_incident_that_outlasted_its_split() -> None:
+    # Once the incident is over, the old version's rate while it lasted is no reference: a
+    # change that then fails 3.3x (from 25 min) is compared with the hour before it, from
+    # the incident's end.
+    harmful = counts(200, lambda m: 1 if 1 <= m < 20 else 3 if m >= 25 else 10)
+    impacts = split_through_an_incident(harmful, 50)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["post_from_ms"] >= T0 + 19 * MINUTE
+    pre_bad, pre_total = attributed[0].evidence["pre"]
+    assert pre_bad / pre_total < 0.001  # the usual 0.05 %, not the old version's incident
+    # A good change is not blamed once the incident is over either.
+    good = counts(200, lambda m: 1 if 1 <= m < 20 else 10)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in split_through_an_incident(good, 50))
+
+
 def test_an_incident_that_ended_before_the_change_is_left_out_of_before() -> None:
     # 5 % from 40 to 15 min before the change (an incident over), 0.5 % otherwise, 5 % from
     # 3 min after it. The half-hour before the change holds most of the incident: compared

@@ -562,7 +562,20 @@ class DeployTracker:
             # old version cannot have the change's fault): it alone is the reference then.
             old = (test.bad_old, test.total_old)
             rise, p_rise = rate_rose(pre, old)
-            pre = old if rise >= 1.5 and p_rise <= 0.05 else (pre[0] + old[0], pre[1] + old[1])
+            if rise < 1.5 or p_rise > 0.05:
+                pre = (pre[0] + old[0], pre[1] + old[1])
+            else:
+                # Unless that something else ended: once the SLO is calm again and fails
+                # surely less than the old version did, "after" starts there and is compared
+                # with the hour before, as after an incident going on at a deploy's start.
+                ended = _ended_since_split(before, slo, windows, (post_from, post_to), clock_ms,
+                                           pre, old, phi)  # fmt: skip
+                if ended is None:
+                    pre = old
+                else:
+                    post_from = max(post_from, ended)
+                    if post_to - post_from < MIN_AFTER_MS:
+                        return Verdict("INCONCLUSIVE", 0.0), {}
         post = windows.fine_range(post_from, post_to)
         # Counts vary more than a binomial's (bursts, traffic mix): test on counts shrunk
         # by the dispersion of the hour before (quasi-binomial), not on the raw ones.
@@ -931,12 +944,13 @@ def _calm_again(
     start: int,
     clock_ms: int,
     pre: tuple[int, int],
+    key: str = "calm_again",
 ) -> int | None:
     """When an SLO failing at the deploy's start is back to its calm rate: once five minutes
     (pooled: a quiet service's single minutes cannot show an incident) do not fail
     significantly above twice that rate, the end of the failing run since the start (None
     while it goes on, or if it lasts the hour)."""
-    key = f"calm_again:{slo}"
+    key = f"{key}:{slo}"
     if key in before:
         return before[key][0]
     limit = min(2 * max(pre[0], 1) / max(pre[1], 1), 1.0)
@@ -954,6 +968,29 @@ def _calm_again(
             before[key] = [found, 0]
             return found
     return None
+
+
+def _ended_since_split(
+    before: dict[str, list[int]],
+    slo: str,
+    windows: Counts,
+    after: tuple[int, int],
+    clock_ms: int,
+    pre: tuple[int, int],
+    old: tuple[int, int],
+    phi: float,
+) -> int | None:
+    """When what made the old version fail during a split (more than the hour ``pre``)
+    had ended: the SLO calm again from the split's end (``after``'s start, see
+    ``_calm_again``), and failing since then (to ``after``'s end) surely less than the old
+    version did (half its rate or less, p <= 0.01: a lasting cause, such as a called
+    service's new level, does not end). None while it lasts."""
+    calm_from = _calm_again(before, slo, windows, after[0], clock_ms, pre, "split_calm")
+    if calm_from is None:
+        return None
+    since = _shrunk(windows.fine_range(calm_from, after[1]), phi)
+    drop, p_drop = rate_rose(since, _shrunk(old, phi))
+    return calm_from if drop >= 2.0 and p_drop <= PERSIST_ALPHA else None
 
 
 def _warmup(tracked: TrackedDeploy) -> int:
