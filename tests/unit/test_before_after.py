@@ -137,6 +137,44 @@ def test_controls_rising_with_the_slo_keep_the_change_unblamed() -> None:
     assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts)
 
 
+def test_a_rise_that_outlasts_the_controls_incident_is_judged_from_its_end() -> None:
+    # The controls fail 10x from 5 min before the change to 12 min after it (an incident
+    # that spared this service); the SLO fails 2.5x from the change on. Once the controls
+    # are calm again, the rise is still there: judged from then on its own, it is blamed.
+    incident = {f"b{i}/availability": counts(100, lambda m: 1 if -5 <= m < 12 else 10)
+                for i in range(6)}  # fmt: skip
+    slo = counts(200, lambda m: 4 if m >= 0 else 10)
+    impacts = judge(incident, minutes=60, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["controls"]["calm_from_ms"] >= T0 + 12 * MINUTE
+    # While the controls still fail, the same rise is not blamed; nor is one that ended
+    # with theirs (the incident hit this service too).
+    lasting = {f"b{i}/availability": counts(100, lambda m: 1 if m >= -5 else 10)
+               for i in range(6)}  # fmt: skip
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(lasting, minutes=60, slo=slo))
+    shared = counts(200, lambda m: 1 if -5 <= m < 12 else 10)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(incident, minutes=60, slo=shared))
+    # Nor one that fell when the controls recovered: an incident a minute after the change
+    # hit it too, and lasted longer there (to 20 min against 12), no change's doing.
+    after = {f"b{i}/availability": counts(100, lambda m: 1 if 1 <= m < 12 else 10)
+             for i in range(6)}  # fmt: skip
+    longer = counts(200, lambda m: 1 if 1 <= m < 20 else 10)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(after, minutes=60, slo=longer))
+    # Nor one that a called service shares, whatever the controls do.
+    tracker = DeployTracker()
+    for phase in ("started", "finished"):
+        tracker.on_deploy(Deploy("api-cfg-7", "api", "cfg-7", "cfg-6", "config", phase, 1.0,
+                                 T0, "ci"))  # fmt: skip
+    callee = {"db/availability": counts(200, lambda m: 4 if m >= 0 else 10)}
+    verdicts = []
+    for clock in range(T0 + FINE_MS, T0 + 60 * MINUTE, FINE_MS):
+        judged = tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                  lambda _: incident, callees=lambda: callee)  # fmt: skip
+        verdicts += [i.verdict.verdict for i in judged]
+    assert "ATTRIBUTED" not in verdicts
+
+
 def test_rise_start_finds_the_change_point() -> None:
     steps = [(1, 1000)] * 10 + [(20, 1000)] * 5
     assert rise_start(steps, 0.001) == 10

@@ -21,6 +21,7 @@ from slipstream.slo.correlation import (
     CHANGE_PRIOR,
     MIN_BAD_EVENTS,
     MIN_DEGRADED_BAD,
+    ControlShift,
     Verdict,
     VersionSplitTest,
     bayes_factor_bound,
@@ -710,6 +711,24 @@ class DeployTracker:
                                                 (s.degraded for s in callee_shifts), default=0
                                             )}  # fmt: skip
         evidence["controls"] = seen_by_controls
+        calm_from = None
+        moved = any(s.shared for s in shifts) and not any(s.shared for s in callee_shifts)
+        if moved and rose_at - switched < DELAYED_RISE_MS:
+            # A rise that began with the change and went on after the controls were calm
+            # again (an incident around it that ended) is judged from then on its own;
+            # not one that called services shared (see above).
+            calm_from = _controls_calm_from(pres, controls, post_from, post_to, afters, shifts)
+        since_calm = (0, 0) if calm_from is None else windows.fine_range(calm_from, post_to)
+        if calm_from is not None and _fell(windows.fine_range(post_from, calm_from), since_calm):
+            calm_from = None  # the SLO fell when they recovered: it shared what moved them
+        if calm_from is not None:
+            post = _shrunk(since_calm, phi)
+            ratio, p_harm = rate_rose(pre, post)
+            shared, factor = [], 1.0
+            seen_by_controls["calm_from_ms"] = calm_from
+            evidence |= {"post": list(since_calm), "rate_ratio": ratio, "p_value": p_harm,
+                         "post_from_ms": calm_from,
+                         "note": "judged from when the controls were calm again"}  # fmt: skip
         if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
             ratio, p_harm = rate_rose(pre, post, factor)
@@ -991,6 +1010,44 @@ def _ended_since_split(
     since = _shrunk(windows.fine_range(calm_from, after[1]), phi)
     drop, p_drop = rate_rose(since, _shrunk(old, phi))
     return calm_from if drop >= 2.0 and p_drop <= PERSIST_ALPHA else None
+
+
+def _controls_calm_from(
+    pres: Mapping[str, tuple[int, int]],
+    controls: Mapping[str, Counts],
+    lo: int,
+    hi: int,
+    afters: Mapping[int, Mapping[str, tuple[int, int]]],
+    shifts: Sequence[ControlShift],
+) -> int | None:
+    """The first 5 min mark in [lo, hi - ``RECENT_MS``] from which the controls, able to
+    show a rise (``CONTROL_POWER_BAD``), no longer moved, neither up to ``hi`` nor in its
+    first five minutes (where the end of what moved them would be diluted): it was over by
+    then. None when they still moved lately (``afters``' and ``shifts``' windows from that
+    mark on), or could not have shown it."""
+    moved_from = [start for start, shift in zip(afters, shifts, strict=True) if shift.shared]
+    for mark in range(lo, hi - RECENT_MS + 1, CALM_SPAN_MS):
+        if any(start >= mark for start in moved_from):
+            continue
+        since = {key: other.fine_range(mark, hi) for key, other in controls.items()}
+        if _control_power(pres, since) < CONTROL_POWER_BAD:
+            return None
+        first = {
+            key: other.fine_range(mark, mark + CALM_SPAN_MS) for key, other in controls.items()
+        }
+        if not any(
+            control_shift(((pres[key], span[key]) for key in controls), min_ratio=2.0).shared
+            for span in (since, first)
+        ):
+            return mark
+    return None
+
+
+def _fell(earlier: tuple[int, int], later: tuple[int, int]) -> bool:
+    """Whether the bad rate fell from ``earlier`` to ``later`` (loosely, 1.5x at p <= 0.05:
+    when in doubt, it did)."""
+    drop, p = rate_rose(later, earlier)
+    return drop >= 1.5 and p <= 0.05
 
 
 def _warmup(tracked: TrackedDeploy) -> int:
