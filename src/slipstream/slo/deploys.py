@@ -695,11 +695,7 @@ class DeployTracker:
         # called services' own changes are weighed as confounders above). Only since the
         # rise: a callee's incident earlier in "after" explains nothing that came later.
         callees = find_callees()
-        callee_shifts = [
-            control_shift(((_calm_before(before, f"callee:{key}", other, start).pre,
-                            other.fine_range(rise_from, post_to))
-                           for key, other in callees.items()), min_ratio=2.0)
-        ] if callees else []  # fmt: skip
+        callee_shifts = _callee_shifts(before, callees, start, rise_from, post_to)
         shared = [s for s in [*shifts, *callee_shifts] if s.shared]
         factor = max((s.factor for s in shared), default=1.0)
         watched = _control_power(pres, afters[rise_from])
@@ -712,11 +708,10 @@ class DeployTracker:
                                             )}  # fmt: skip
         evidence["controls"] = seen_by_controls
         calm_from = None
-        moved = any(s.shared for s in shifts) and not any(s.shared for s in callee_shifts)
-        if moved and rose_at - switched < DELAYED_RISE_MS:
+        if any(s.shared for s in shifts) and rose_at - switched < DELAYED_RISE_MS:
             # A rise that began with the change and went on after the controls were calm
             # again (an incident around it that ended) is judged from then on its own;
-            # not one that called services shared (see above).
+            # called services failing with it since then still share it.
             calm_from = _controls_calm_from(pres, controls, post_from, post_to, afters, shifts)
         since_calm = (0, 0) if calm_from is None else windows.fine_range(calm_from, post_to)
         if calm_from is not None and _fell(windows.fine_range(post_from, calm_from), since_calm):
@@ -724,8 +719,11 @@ class DeployTracker:
         if calm_from is not None:
             post = _shrunk(since_calm, phi)
             ratio, p_harm = rate_rose(pre, post)
-            shared, factor = [], 1.0
-            seen_by_controls["calm_from_ms"] = calm_from
+            callee_shifts = _callee_shifts(before, callees, start, calm_from, post_to)
+            shared = [s for s in callee_shifts if s.shared]
+            factor = max((s.factor for s in shared), default=1.0)
+            seen_by_controls |= {"calm_from_ms": calm_from, "callees_degraded": max(
+                (s.degraded for s in callee_shifts), default=0)}  # fmt: skip
             evidence |= {"post": list(since_calm), "rate_ratio": ratio, "p_value": p_harm,
                          "post_from_ms": calm_from,
                          "note": "judged from when the controls were calm again"}  # fmt: skip
@@ -1041,6 +1039,18 @@ def _controls_calm_from(
         ):
             return mark
     return None
+
+
+def _callee_shifts(
+    before: dict[str, list[int]], callees: Mapping[str, Counts], start: int, lo: int, hi: int
+) -> list[ControlShift]:
+    """How the called services moved in [lo, hi) from their calm hour before ``start``
+    (none when there are no callees)."""
+    if not callees:
+        return []
+    pairs = ((_calm_before(before, f"callee:{key}", other, start).pre, other.fine_range(lo, hi))
+             for key, other in callees.items())  # fmt: skip
+    return [control_shift(pairs, min_ratio=2.0)]
 
 
 def _fell(earlier: tuple[int, int], later: tuple[int, int]) -> bool:
