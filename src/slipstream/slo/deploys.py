@@ -713,20 +713,20 @@ class DeployTracker:
             # again (an incident around it that ended) is judged from then on its own;
             # called services failing with it since then still share it.
             calm_from = _controls_calm_from(pres, controls, post_from, post_to, afters, shifts)
-        since_calm = (0, 0) if calm_from is None else windows.fine_range(calm_from, post_to)
-        if calm_from is not None and _fell(windows.fine_range(post_from, calm_from), since_calm):
-            calm_from = None  # the SLO fell when they recovered: it shared what moved them
         if calm_from is not None:
-            post = _shrunk(since_calm, phi)
-            ratio, p_harm = rate_rose(pre, post)
-            callee_shifts = _callee_shifts(before, callees, start, calm_from, post_to)
-            shared = [s for s in callee_shifts if s.shared]
-            factor = max((s.factor for s in shared), default=1.0)
-            seen_by_controls |= {"calm_from_ms": calm_from, "callees_degraded": max(
-                (s.degraded for s in callee_shifts), default=0)}  # fmt: skip
-            evidence |= {"post": list(since_calm), "rate_ratio": ratio, "p_value": p_harm,
-                         "post_from_ms": calm_from,
-                         "note": "judged from when the controls were calm again"}  # fmt: skip
+            since_calm = windows.fine_range(calm_from, post_to)
+            # Unless the SLO fell when they recovered: it shared what moved them then.
+            if not _fell(windows.fine_range(post_from, calm_from), since_calm):
+                post = _shrunk(since_calm, phi)
+                ratio, p_harm = rate_rose(pre, post)
+                callee_shifts = _callee_shifts(before, callees, start, calm_from, post_to)
+                shared = [s for s in callee_shifts if s.shared]
+                factor = max((s.factor for s in shared), default=1.0)
+                seen_by_controls |= {"calm_from_ms": calm_from, "callees_degraded": max(
+                    (s.degraded for s in callee_shifts), default=0)}  # fmt: skip
+                evidence |= {"post": list(since_calm), "rate_ratio": ratio, "p_value": p_harm,
+                             "post_from_ms": calm_from,
+                             "note": "judged from when the controls were calm again"}  # fmt: skip
         if shared:
             # Something else moved too: only a rise well beyond theirs is this change's.
             ratio, p_harm = rate_rose(pre, post, factor)
