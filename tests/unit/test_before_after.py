@@ -22,6 +22,8 @@ from slipstream.slo.deploys import (
     Impact,
     _external_bayes_factor,
     _failing,
+    _high_chunks,
+    _incident_chunks,
 )
 from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, MEDIUM_MS, WindowCounts
@@ -205,6 +207,46 @@ def test_a_quiet_service_is_compared_with_six_hours_before() -> None:
     attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
     assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
     assert attributed[0].evidence["pre"][1] == 6 * 360 * 10  # six hours of 10 s buckets
+
+
+def test_a_quiet_service_is_compared_with_six_hours_before_without_their_incidents() -> None:
+    # As above, with an incident (2.5 %) from 4 h to 3 h 35 min before the change: with it
+    # the six hours failed 0.1 %, the rate the change fails at (0.5 %) could not show; the
+    # change is compared with the other five and a half.
+    quiet = counts(10, lambda m: 4 if -240 <= m < -215 else 20 if m >= 0 else 400,
+                   hours_before=7)  # fmt: skip
+    impacts = judge(BUSY, minutes=40, slo=quiet)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
+    pre_bad, pre_total = attributed[0].evidence["pre"]
+    assert pre_bad / pre_total < 0.0004  # the usual 0.025 %
+    assert pre_total >= 5 * 360 * 10
+
+
+def test_the_chunks_of_an_incident_include_its_partial_first_and_last() -> None:
+    # 5 min chunks of 1000 events failing 0.1 %: an incident (2 %) fills chunks 3 to 5 and
+    # part of chunks 2 and 6; a blip fills chunk 9; another one fills chunk 13, and its
+    # neighbours fail a little more than usual; chunks 17-19 fail a little more only.
+    chunks = [(1, 1000)] * 36
+    chunks[2:7] = [(6, 1000), (20, 1000), (21, 1000), (19, 1000), (5, 1000)]
+    chunks[9] = (15, 1000)
+    chunks[12:15] = [(5, 1000), (12, 1000), (5, 1000)]
+    chunks[17:20] = [(5, 1000)] * 3
+    high = _high_chunks(chunks)
+    assert high == {3, 4, 5, 9, 13}
+    assert _incident_chunks(chunks, high) == {2, 3, 4, 5, 6}
+
+
+def test_the_first_minute_of_an_incident_in_the_hour_before_is_left_out_too() -> None:
+    # 1 %, and an incident (10 %) from 56 to 45 min before the change: its first minute
+    # falls in the hour's first 5 min chunk, which fails too little to be an incident on its
+    # own (9 bad events instead of 3) but would raise the usual rate by a fifth. A change
+    # failing 3.3 % is compared with the rest.
+    slo = counts(10, lambda m: 1 if -56 <= m < -45 else 3 if m >= 0 else 10)
+    impacts = judge(BUSY, minutes=30, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
+    assert attributed[0].evidence["pre"] == [27, 9 * 300]  # the incident's chunks left out
 
 
 def test_an_untagged_rollout_is_judged_from_its_start_after_it_finishes() -> None:

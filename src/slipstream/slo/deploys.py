@@ -551,8 +551,7 @@ class DeployTracker:
         if pre[0] < MIN_BAD_EVENTS and level is None:
             # A quiet service's hour holds too few failures to know its rate: look further
             # back, in the 5 min buckets that keep the day.
-            lo = start // MEDIUM_MS * MEDIUM_MS
-            far = kept_counts(before, f"long:{slo}", windows, lo - LONG_BEFORE_MS, lo, MEDIUM_MS)
+            far = _calm_far(before, slo, windows, start)
             if far[1] > pre[1]:
                 pre = far
         phi = calm.dispersion
@@ -905,7 +904,7 @@ def _calm_before(before: dict[str, list[int]], slo: str, windows: Counts, start:
         chunks = [windows.fine_range(lo, lo + DISPERSION_CHUNK_MS)
                   for lo in range(start - BEFORE_MS, start, DISPERSION_CHUNK_MS)]  # fmt: skip
         high = _high_chunks(chunks)
-        in_runs = {i for i in high if i - 1 in high or i + 1 in high}
+        in_runs = _incident_chunks(chunks, high)
         calm = [c if i not in in_runs else (0, 0) for i, c in enumerate(chunks)]
         half = len(chunks) // 2
         early, late = _summed_counts(calm[:half]), _summed_counts(calm[half:])
@@ -918,6 +917,33 @@ def _calm_before(before: dict[str, list[int]], slo: str, windows: Counts, start:
         before[key] = [*pre, round(1000 * max(phi, 1.0)), int(failing), *early, *late]
     v = before[key]
     return CalmBefore((v[0], v[1]), v[2] / 1000, bool(v[3]), (v[4], v[5]), (v[6], v[7]))
+
+
+def _calm_far(
+    before: dict[str, list[int]], slo: str, windows: Counts, start: int
+) -> tuple[int, int]:
+    """(bad, total) of the ``LONG_BEFORE_MS`` before ``start``, in the 5 min buckets that
+    keep the day, without the incidents in them (see ``_incident_chunks``): hours
+    before, an incident or a called service's bad change may have filled several of them.
+    Kept in ``before`` from the first look."""
+    key = f"long:{slo}"
+    if key not in before:
+        lo = start // MEDIUM_MS * MEDIUM_MS
+        chunks = [windows.range(MEDIUM_MS, t, t + MEDIUM_MS)
+                  for t in range(lo - LONG_BEFORE_MS, lo, MEDIUM_MS)]  # fmt: skip
+        out = _incident_chunks(chunks, _high_chunks(chunks))
+        before[key] = list(_summed_counts([c for i, c in enumerate(chunks) if i not in out]))
+    return before[key][0], before[key][1]
+
+
+def _incident_chunks(chunks: Sequence[tuple[int, int]], high: set[int]) -> set[int]:
+    """The chunks of incidents: runs of two or more ``high`` chunks (failing well above the
+    others, an incident of ten minutes or more), and the chunks on either side of a run
+    when they fail above the usual rate even loosely: an incident rarely starts or ends on
+    a chunk's edge, so they hold its first or last minutes."""
+    runs = {i for i in high if i - 1 in high or i + 1 in high}
+    edges = {i + d for i in runs for d in (-1, 1)} - runs
+    return runs | (edges & _high_chunks(chunks, p_max=0.05, min_bad=2))
 
 
 LEVEL_MS: Final = 5 * 60_000  # where a called service's change had brought this one
@@ -940,8 +966,11 @@ def _summed_counts(counts: Sequence[tuple[int, int]]) -> tuple[int, int]:
     return sum(b for b, _ in counts), sum(t for _, t in counts)
 
 
-def _high_chunks(chunks: Sequence[tuple[int, int]]) -> set[int]:
-    """Chunks failing 1.5 times the usual rate or more (p <= 0.001, at least 5 bad events).
+def _high_chunks(
+    chunks: Sequence[tuple[int, int]], p_max: float = 0.001, min_bad: int = 5
+) -> set[int]:
+    """Chunks failing 1.5 times the usual rate or more (p <= ``p_max``, at least ``min_bad``
+    bad events).
     The usual rate is that of the calmer half of the chunks: an incident that fills half
     the hour would otherwise set the bar it is measured against."""
     seen = sorted((b / t, b, t) for b, t in chunks if t)
@@ -951,7 +980,7 @@ def _high_chunks(chunks: Sequence[tuple[int, int]]) -> set[int]:
         return set()
     limit = min(1.5 * max(bad, 1) / total, 1.0)
     return {i for i, (b, t) in enumerate(chunks)
-            if t and b >= 5 and binomial_upper_tail(b, t, limit) <= 0.001}  # fmt: skip
+            if t and b >= min_bad and binomial_upper_tail(b, t, limit) <= p_max}  # fmt: skip
 
 
 def _calm_again(
