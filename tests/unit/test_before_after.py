@@ -645,6 +645,32 @@ def test_a_ramp_barely_likelier_than_a_step_waits_while_controls_lean_to_an_inci
     assert waiting[0].evidence["controls"]["external_bayes_factor"] > 1.0
 
 
+def test_a_ramp_set_aside_for_the_controls_incident_stands_once_it_is_over() -> None:
+    # A config push after which the SLO ramps up from 0.2 % to 0.8 % over half an hour (a
+    # 4x gradual onset, 20 events a second); the six controls fail 10x from minute 2 to
+    # minute 15, an incident that spared this service. While it goes on, the controls lean
+    # towards an incident at the ramp's most likely step, and the ramp is set aside for a
+    # delayed rise. Once they are calm again and the SLO is not, the ramp stands: judged
+    # from then on its own, it is attributed (at 28 min; not within the hour when the ramp
+    # stayed set aside).
+    def ramp(m: int) -> float:
+        return 0.002 * (1 + 3 * min(max(m, 0), 30) / 30)
+
+    slo = drawn(ramp, 200, seed=3)
+    incident = {
+        f"h{i}/availability": drawn(lambda m: 0.01 if 2 <= m < 15 else 0.001, 100, seed=50 + i)
+        for i in range(6)
+    }
+    impacts = judge(incident, minutes=59, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["onset"] == "ramp"
+    assert attributed[0].evidence["controls"]["calm_from_ms"] >= T0 + 15 * MINUTE
+    # Nor a ramp that the incident shares: it falls back when the controls recover.
+    shared = drawn(lambda m: ramp(m) if m < 15 else 0.002, 200, seed=3)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(incident, minutes=59, slo=shared))
+
+
 QUIET = {f"q{i}/availability": counts(1, lambda m: 1000) for i in range(6)}
 
 

@@ -671,6 +671,7 @@ class DeployTracker:
         # set a bar that the incident now hitting them all does not clear.
         pres = {key: _calm_before(before, f"control:{key}", other, start).pre
                 for key, other in controls.items()}  # fmt: skip
+        leaned_away = False  # a ramp from the switch set aside for the controls' incident
         if ramps_from_switch:
             # A ramp that explains "after" only a little better than a step is a coin toss:
             # it stands while the controls since the step do not lean towards an incident.
@@ -679,7 +680,7 @@ class DeployTracker:
             since_step = {key: other.fine_range(step_from, post_to)
                           for key, other in controls.items()}  # fmt: skip
             if _external_bayes_factor(pres, since_step, step_rise) > EXTERNAL_LEAN_BF:
-                ramps_from_switch, rose_at = False, stepped_at
+                ramps_from_switch, rose_at, leaned_away = False, stepped_at, True
                 if post_to - post_from < MIN_AFTER_MS:
                     return Verdict("INCONCLUSIVE", 0.0), {}
         rise_from = max(rose_at, post_from)
@@ -707,15 +708,20 @@ class DeployTracker:
                                             )}  # fmt: skip
         evidence["controls"] = seen_by_controls
         calm_from = None
-        if any(s.shared for s in shifts) and rose_at - switched < DELAYED_RISE_MS:
-            # A rise that began with the change and went on after the controls were calm
-            # again (an incident around it that ended) is judged from then on its own;
-            # called services failing with it since then still share it.
+        if any(s.shared for s in shifts) and (rose_at - switched < DELAYED_RISE_MS or leaned_away):
+            # A rise that began with the change (at the switch, or ramping up from it) and
+            # went on after the controls were calm again (an incident around it that ended)
+            # is judged from then on its own; called services failing with it since then
+            # still share it.
             calm_from = _controls_calm_from(pres, controls, post_from, post_to, afters, shifts)
         if calm_from is not None:
             since_calm = windows.fine_range(calm_from, post_to)
             # Unless the SLO fell when they recovered: it shared what moved them then.
             if not _fell(windows.fine_range(post_from, calm_from), since_calm):
+                if leaned_away:
+                    # The incident that made the ramp a coin toss is over: it stands.
+                    ramps_from_switch, rose_at = True, switched
+                    rise_from = max(rose_at, post_from)
                 post = _shrunk(since_calm, phi)
                 ratio, p_harm = rate_rose(pre, post)
                 callee_shifts = _callee_shifts(before, callees, start, calm_from, post_to)
