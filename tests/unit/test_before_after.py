@@ -322,6 +322,30 @@ def test_a_change_is_judged_from_the_end_of_an_incident_that_outlasted_its_split
     assert all(i.verdict.verdict != "ATTRIBUTED" for i in split_through_an_incident(good, 50))
 
 
+def test_the_old_versions_failures_on_a_called_service_are_no_reference() -> None:
+    # A tagged canary (5 % for 10 min) of a service that names its callees (200 events every
+    # 10 s, 0.05 % of them its own failures). While both versions serve, a called service
+    # fails the old version's requests at 10x its usual rate, each failure naming it; the
+    # change itself fails 10x on its own once everyone has it. "Before" and "after" read the
+    # service's own failures, and so does the old version's rate: the change is blamed. (Read
+    # as all its failures, the old version failed as much as the change, and was taken for
+    # an incident going on meanwhile: the reference.)
+    tracker = DeployTracker()
+    roll_out(tracker, "v8", [(0, "started", 0.05), (10, "progress", 1.0), (10, "finished", 1.0)])
+    slo = counts(200, lambda m: 1 if m >= 12 else 10)
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + 30 * MINUTE, FINE_MS):
+        if clock <= T0 + 10 * MINUTE:
+            tracker.count("api", "v7", clock - FINE_MS, "api/availability", 1, 180, via=1)
+            tracker.count("api", "v8", clock - FINE_MS, "api/availability", 0, 20)
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda _: BUSY)  # fmt: skip
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    pre_bad, pre_total = attributed[0].evidence["pre"]
+    assert pre_bad / pre_total < 0.001  # the usual 0.05 %
+
+
 def test_an_incident_that_ended_before_the_change_is_left_out_of_before() -> None:
     # 5 % from 40 to 15 min before the change (an incident over), 0.5 % otherwise, 5 % from
     # 3 min after it. The half-hour before the change holds most of the incident: compared

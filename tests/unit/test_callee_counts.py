@@ -207,3 +207,18 @@ def test_a_service_changed_before_the_hour_before_is_a_control_again() -> None:
     # Changed half an hour before, its own change moved the numbers api's are compared
     # with: it is no control, the calm ones say the rise is api's alone, and it is blamed.
     assert "ATTRIBUTED" in peer_incident_verdicts(peer_changed_min=30)
+
+
+def test_the_split_tells_the_old_versions_failures_on_a_callee_apart() -> None:
+    # While both versions serve, the old one's failures that named a called service are
+    # kept apart: a before/after that follows the split reads its own failures only.
+    engine = PartitionEngine(0, CATALOGUE)
+    start = T0 + 2 * HOUR
+    engine.begin(0)
+    engine.absorb_deploy(Deploy("api-v2", "api", "v2", "v1", "code", "started", 0.5, start, "ci"))
+    engine.absorb_tally("api", "avail", "v1", start + 5_000, 3, 100, 2)
+    engine.absorb_tally("api", "avail", "v2", start + 5_000, 1, 100, 0)
+    engine.absorb_tally("api", "avail", "v1", start + FINE_MS + 5_000, 0, 100, 0)  # next tick
+    engine.end()
+    test = engine.deploys.deploys["api-v2"].tests["avail"]
+    assert (test.bad_old, test.own_old, test.bad_new) == (3, (1, 100), 1)

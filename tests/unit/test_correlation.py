@@ -235,10 +235,11 @@ def test_the_hour_before_does_not_witness_a_rate_it_makes_likely() -> None:
 
 def test_state_round_trips() -> None:
     test = simulate(ratio=3, rho=0.2, base=0.02, ticks=10, per_tick=100, seed=3)
-    test.update(5, 100, 1, 400, elapsed_ms=300_000)
+    test.update(5, 100, 1, 400, elapsed_ms=300_000, via_old=1)
     again = VersionSplitTest.from_list(test.to_list())
     assert again.e_harm == test.e_harm and again.bad_events == test.bad_events
     assert again.slots_begun == 5 and again.ramp_log_lr == test.ramp_log_lr
+    assert again.own_old == (test.bad_old - 1, test.total_old)
     # State written before the late-onset tests existed reads as none begun.
     old = VersionSplitTest.from_list(test.to_list()[:6])
     assert old.slots_begun == 0 and old.log_lr == test.log_lr
@@ -246,6 +247,9 @@ def test_state_round_trips() -> None:
     no_ramps = VersionSplitTest.from_list(test.to_list()[:8])
     assert no_ramps.ramp_log_lr == [0.0] * len(test.ramp_log_lr)
     assert no_ramps.late_log == test.late_log
+    # ... and state written before the callees were told apart, as none named.
+    unnamed = VersionSplitTest.from_list(test.to_list()[:9])
+    assert unnamed.own_old == (test.bad_old, test.total_old)
 
 
 def test_binomial_tail_is_exact() -> None:

@@ -56,10 +56,13 @@ class VersionSplitTest:
     late_log: list[float] = field(default_factory=lambda: [_NOTHING] * len(RATE_RATIO_GRID))
     slots_begun: int = 0
     ramp_log_lr: list[float] = field(default_factory=lambda: [0.0] * len(RAMP_SLOPES))
+    # The old version's bad events that named a called service: the split compares all
+    # failures (a callee fails both versions alike), a before/after its service's own.
+    via_old: int = 0
 
     def update(
         self, bad_new: int, total_new: int, bad_old: int, total_old: int,
-        elapsed_ms: int | None = None,
+        elapsed_ms: int | None = None, via_old: int = 0,
     ) -> None:  # fmt: skip
         """Add one tick's counts; ``elapsed_ms`` (since the deploy's start, at the tick's
         end) begins the late-onset tests of the minutes passed: without it, none begin."""
@@ -67,6 +70,7 @@ class VersionSplitTest:
         self.total_new += total_new
         self.bad_old += bad_old
         self.total_old += total_old
+        self.via_old += via_old
         if total_new == 0 or total_old == 0 or bad_new + bad_old == 0:
             return  # no split in this tick, or nothing to learn from it
         if elapsed_ms is not None:
@@ -111,6 +115,11 @@ class VersionSplitTest:
     def bad_events(self) -> int:
         return self.bad_new + self.bad_old
 
+    @property
+    def own_old(self) -> tuple[int, int]:
+        """(bad, total) of the old version while both served, its own failures only."""
+        return self.bad_old - self.via_old, self.total_old
+
     def rate_ratio(self) -> tuple[float, float, float] | None:
         """New/old bad-rate ratio with a 95 % interval (log scale, +0.5 continuity)."""
         if self.total_new == 0 or self.total_old == 0:
@@ -123,7 +132,8 @@ class VersionSplitTest:
 
     def to_list(self) -> list[Any]:
         return [self.log_lr, self.clear_log_lr, self.bad_new, self.total_new, self.bad_old,
-                self.total_old, self.late_log, self.slots_begun, self.ramp_log_lr]  # fmt: skip
+                self.total_old, self.late_log, self.slots_begun, self.ramp_log_lr,
+                self.via_old]  # fmt: skip
 
     @classmethod
     def from_list(cls, data: list[Any]) -> VersionSplitTest:
@@ -132,6 +142,8 @@ class VersionSplitTest:
             test.late_log, test.slots_begun = list(data[6]), data[7]
         if len(data) > 8:  # ... and before the ramps, none that bet
             test.ramp_log_lr = list(data[8])
+        if len(data) > 9:  # ... and before the callees were told apart, none named one
+            test.via_old = data[9]
         return test
 
 

@@ -240,16 +240,29 @@ class DeployTracker:
         return None
 
     def count(
-        self, service: str, version: str | None, ts_ms: int, slo: str, bad: int, total: int
+        self,
+        service: str,
+        version: str | None,
+        ts_ms: int,
+        slo: str,
+        bad: int,
+        total: int,
+        via: int = 0,
     ) -> None:
+        """Count ``total`` events of ``slo`` (``bad`` of them bad, ``via`` of those naming
+        a called service) served by ``version`` for the service's active deploy."""
         tracked = self.active(service, ts_ms)
         if tracked is None:
             return
         new = version == tracked.deploy.version
-        tick = tracked.ticks.setdefault(slo, [0, 0, 0, 0])
+        tick = tracked.ticks.setdefault(slo, [0, 0, 0, 0, 0])
         base = 0 if new else 2
         tick[base] += bad
         tick[base + 1] += total
+        if not new:
+            if len(tick) < 5:
+                tick.append(0)  # a tick restored from state written before ``via``
+            tick[4] += via
         self.dirty.add(tracked.deploy.deploy_id)
 
     def suspected_services(self, clock_ms: int, since_ms: int | None = None) -> set[str]:
@@ -351,8 +364,9 @@ class DeployTracker:
             return None  # an attribution stays; a clearance may yet be overturned by harm
         test = tracked.tests.setdefault(slo, VersionSplitTest())
         if tick:
-            bad_new, total_new, bad_old, total_old = tick
-            test.update(bad_new, total_new, bad_old, total_old, clock_ms - tracked.started_ms)
+            bad_new, total_new, bad_old, total_old, *via = tick
+            test.update(bad_new, total_new, bad_old, total_old, clock_ms - tracked.started_ms,
+                        sum(via))  # fmt: skip
             self.dirty.add(tracked.deploy.deploy_id)
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
         reference, dispersion = None, 1.0
@@ -560,7 +574,7 @@ class DeployTracker:
             # After a split, the old version while both served is "before" too. When it
             # failed more than the hour before, something else was going on meanwhile (the
             # old version cannot have the change's fault): it alone is the reference then.
-            old = (test.bad_old, test.total_old)
+            old = test.own_old  # as "before" and "after" are: its own failures
             rise, p_rise = rate_rose(pre, old)
             if rise < 1.5 or p_rise > 0.05:
                 pre = (pre[0] + old[0], pre[1] + old[1])

@@ -313,7 +313,7 @@ class PartitionEngine:
         elif ts // FAST_MS * FAST_MS > rt.fast_ms:
             self._evaluate_open_tick(rt, ts // FAST_MS * FAST_MS)
         if self._count(rt, ts, bad, total, via):
-            self.deploys.count(slo.service, version, ts, slo.name, bad, total)
+            self.deploys.count(slo.service, version, ts, slo.name, bad, total, via)
 
     def absorb_deploy(self, deploy: Deploy) -> None:
         self.deploys.on_deploy(deploy)
