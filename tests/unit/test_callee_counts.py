@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from slipstream.bench.world import binomial
 from slipstream.slo.catalogue import Catalogue, parse_catalogue
+from slipstream.slo.deploys import DeployTracker, TrackedDeploy
 from slipstream.slo.engine import PartitionEngine
 from slipstream.slo.events import Deploy
 from slipstream.slo.windows import FINE_MS, MEDIUM_MS, OwnCounts, WindowCounts
@@ -222,3 +223,17 @@ def test_the_split_tells_the_old_versions_failures_on_a_callee_apart() -> None:
     engine.end()
     test = engine.deploys.deploys["api-v2"].tests["avail"]
     assert (test.bad_old, test.own_old, test.bad_new) == (3, (1, 100), 1)
+
+
+def test_a_split_tick_restored_from_state_written_before_it_counted_callees_goes_on() -> None:
+    # A tick held in state written before the named failures were counted has four entries.
+    tracker = DeployTracker()
+    start = T0 + 2 * HOUR
+    tracker.on_deploy(Deploy("api-v2", "api", "v2", "v1", "code", "started", 0.5, start, "ci"))
+    state = tracker.deploys["api-v2"].to_dict()
+    state["ticks"] = {"avail": [1, 100, 2, 100]}
+    tracker.deploys["api-v2"] = TrackedDeploy.from_dict(state)
+    tracker.count("api", "v1", start + 5_000, "avail", 3, 100, via=1)
+    assert tracker.deploys["api-v2"].ticks["avail"] == [1, 100, 5, 200, 1]
+    tracker.evaluate("api", "avail", start + FINE_MS, 10**7, 0.001)
+    assert tracker.deploys["api-v2"].tests["avail"].own_old == (4, 200)
