@@ -184,7 +184,8 @@ class TrackedDeploy:
             Deploy(*data["deploy"]),
             data["started_ms"],
             {k: VersionSplitTest.from_list(v) for k, v in data["tests"].items()},
-            {k: list(v) for k, v in data["ticks"].items()},
+            # (a tick written before the old version's named failures were counted: none)
+            {k: [*v, 0][:5] for k, v in data["ticks"].items()},
             dict(data["verdicts"]),
             data.get("ended_ms"),
             dict(data.get("fast_ticks", {})),
@@ -260,8 +261,6 @@ class DeployTracker:
         tick[base] += bad
         tick[base + 1] += total
         if not new:
-            if len(tick) < 5:
-                tick.append(0)  # a tick restored from state written before ``via``
             tick[4] += via
         self.dirty.add(tracked.deploy.deploy_id)
 
@@ -364,9 +363,9 @@ class DeployTracker:
             return None  # an attribution stays; a clearance may yet be overturned by harm
         test = tracked.tests.setdefault(slo, VersionSplitTest())
         if tick:
-            bad_new, total_new, bad_old, total_old, *via = tick
+            bad_new, total_new, bad_old, total_old, via_old = tick
             test.update(bad_new, total_new, bad_old, total_old, clock_ms - tracked.started_ms,
-                        sum(via))  # fmt: skip
+                        via_old)  # fmt: skip
             self.dirty.add(tracked.deploy.deploy_id)
         elapsed_s = max((clock_ms - tracked.started_ms) / 1000, 1.0)
         reference, dispersion = None, 1.0
