@@ -49,6 +49,7 @@ BEFORE_AFTER_CLEAR_MS: Final = 30 * 60_000
 # Stricter than ALPHA: the before/after p-value is looked at on every tick.
 BEFORE_AFTER_ALPHA: Final = 0.0001
 PERSIST_ALPHA: Final = 0.01
+QUIET_BAD_EVENTS: Final = 30  # an hour with fewer failures than this knows its rate poorly
 BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
 LONG_BEFORE_MS: Final = 6 * 3_600_000  # ... or six hours for a service that rarely fails
 RECENT_MS: Final = 10 * 60_000  # "still failing": the last ten minutes of "after"
@@ -561,11 +562,17 @@ class DeployTracker:
         rising = trend >= 1.5 and p_trend <= ALPHA and calm.late[0] >= MIN_BAD_EVENTS
         if rising and level is None:
             pre = calm.late
-        if pre[0] < MIN_BAD_EVENTS and level is None:
+        usual = pre  # what the old version is held against after a split (below)
+        if pre[0] < QUIET_BAD_EVENTS and level is None and not rising:
             # A quiet service's hour holds too few failures to know its rate: look further
-            # back, in the 5 min buckets that keep the day.
+            # back, in the 5 min buckets that keep the day. Below ten failures they are the
+            # reference; below thirty when they agree with the hour, and know its rate six
+            # times better. (The old version's rate during a split is still held against
+            # the hour: "something else going on" needs the hour's own evidence.)
             far = _calm_far(before, slo, windows, start)
-            if far[1] > pre[1]:
+            if far[1] > pre[1] and pre[0] < MIN_BAD_EVENTS:
+                pre = usual = far
+            elif far[1] > pre[1] and _agree(pre, far):
                 pre = far
         phi = calm.dispersion
         test = tracked.tests.get(slo)
@@ -574,7 +581,7 @@ class DeployTracker:
             # failed more than the hour before, something else was going on meanwhile (the
             # old version cannot have the change's fault): it alone is the reference then.
             old = test.own_old  # as "before" and "after" are: its own failures
-            rise, p_rise = rate_rose(pre, old)
+            rise, p_rise = rate_rose(usual, old)
             if rise < 1.5 or p_rise > 0.05:
                 pre = (pre[0] + old[0], pre[1] + old[1])
             else:
@@ -936,6 +943,12 @@ def _calm_before(before: dict[str, list[int]], slo: str, windows: Counts, start:
         before[key] = [*pre, round(1000 * max(phi, 1.0)), int(failing), *early, *late]
     v = before[key]
     return CalmBefore((v[0], v[1]), v[2] / 1000, bool(v[3]), (v[4], v[5]), (v[6], v[7]))
+
+
+def _agree(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two (bad, total) counts may share one rate: neither rose over the other
+    at p <= 0.05."""
+    return rate_rose(a, b)[1] > 0.05 and rate_rose(b, a)[1] > 0.05
 
 
 def _calm_far(
