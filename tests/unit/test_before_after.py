@@ -117,6 +117,20 @@ def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
     assert T0 + 11 * MINUTE < attributed[0].decided_at_ms <= T0 + 12 * MINUTE
 
 
+def test_a_blip_is_not_taken_for_a_rise_at_the_switch_by_one_early_failure() -> None:
+    # A blip (5 %, 50x) from 5 to 8 min after the change, and one failure in the five
+    # minutes before it, where 0.3 were due: once "after" is long, the switch lies in the
+    # likelihood interval of where the rise began, and the rise placed there was not checked
+    # for a burst. Its likeliest start is still the blip's: it must outlast the blip.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    blip = counts(10, lambda m: 2 if 5 <= m < 8 else 40 if 0 <= m < 5 else 100)
+    impacts = judge(busy, minutes=40, slo=blip)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts), [
+        (i.verdict.verdict, i.evidence.get("onset")) for i in impacts
+    ]
+    assert any(i.evidence.get("onset") == "at the switch" for i in impacts)
+
+
 def rising_before(after: int) -> Callable[[int], int]:
     """0.25 % until half an hour before the change, 1 % since, then 1 in ``after``
     buckets."""

@@ -621,6 +621,11 @@ class DeployTracker:
         calm_until_switch = from_the_start or not _failing(windows, pre, switched, phi)
         plausibly_switch = at_the_switch and calm_until_switch
         stepped_at = _rise_from(windows, pre, switched, post_to, plausibly_lo=plausibly_switch)
+        # Taken at the switch while its likeliest step is minutes later, the rise may be a
+        # burst that followed a chance failure or two: it must outlast the burst (below).
+        likeliest = (_rise_from(windows, pre, switched, post_to) if stepped_at == switched
+                     else stepped_at)  # fmt: skip
+        placed_early = likeliest - stepped_at >= DELAYED_RISE_MS
         # A gradual onset that began with the switch has its most likely step minutes into
         # the ramp: when a ramp up from the switch explains "after" better than any later
         # step (with one parameter fewer, the simpler account), the rise began there; unless
@@ -822,9 +827,10 @@ class DeployTracker:
                 return Verdict("SUSPECTED", 0.5), evidence | {"note": note}
             if recovered:
                 evidence["recovered_at_rollback"] = True
-        if harmful and delayed:
+        if harmful and (delayed or (placed_early and not ramping)):
             # A rise that began after the switch may be a burst of a few minutes that happened
-            # to follow it: the change's own harm outlasts its worst few minutes.
+            # to follow it: the change's own harm outlasts its worst few minutes. So may a rise
+            # placed at the switch while its likeliest start is minutes later (not a ramp).
             rest = _shrunk(_beyond_burst(windows, rise_from, post_to), phi)
             rest_ratio, p_rest = rate_rose(pre, rest, factor)
             rest_ratio /= factor
