@@ -623,8 +623,8 @@ class DeployTracker:
         stepped_at = _rise_from(windows, pre, switched, post_to, plausibly_lo=plausibly_switch)
         # Taken at the switch while its likeliest step is minutes later, the rise may be a
         # burst that followed a chance failure or two: it must outlast the burst (below).
-        likeliest = (_rise_from(windows, pre, switched, post_to) if stepped_at == switched
-                     else stepped_at)  # fmt: skip
+        moved = plausibly_switch and stepped_at == switched  # else it is the likeliest already
+        likeliest = _rise_from(windows, pre, switched, post_to) if moved else stepped_at
         placed_early = likeliest - stepped_at >= DELAYED_RISE_MS
         # A gradual onset that began with the switch has its most likely step minutes into
         # the ramp: when a ramp up from the switch explains "after" better than any later
