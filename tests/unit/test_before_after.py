@@ -280,6 +280,34 @@ def test_after_a_split_the_old_version_is_held_against_the_hour_not_the_six_hour
     assert pre_bad / pre_total < 0.006  # the usual rate, with the old version's pooled in
 
 
+def test_a_few_chance_failures_of_the_old_version_do_not_replace_the_hour() -> None:
+    # A quiet service (0.17 %: six failures an hour, twelve in its two hours) rolls out a
+    # tagged change: 10 %, 50 % at 10 min, everyone at 20 min. Its old version happens to
+    # fail five times in its 840 requests meanwhile (0.6 %, p 0.03): not surely something
+    # going on, so it is pooled with the hours, not made the reference. The change fails
+    # 1.7 % once everyone has it: 10x the hours, but no surer than 2.8x the old version's
+    # chance rate.
+    tracker = DeployTracker()
+    roll_out(tracker, "v8", [(0, "started", 0.1), (10, "progress", 0.5),
+                             (20, "progress", 1.0), (20, "finished", 1.0)])  # fmt: skip
+    slo = counts(10, lambda m: 6 if m >= 20 else 60)
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + 40 * MINUTE, FINE_MS):
+        tick = (clock - T0) // FINE_MS - 1
+        if clock <= T0 + 20 * MINUTE:
+            old_total = 9 if clock <= T0 + 10 * MINUTE else 5
+            old_bad = int(tick % 24 == 12)  # five in the 120 ticks
+            tracker.count("api", "v7", clock - FINE_MS, "api/availability", old_bad, old_total)
+            tracker.count("api", "v8", clock - FINE_MS, "api/availability", 0, 10 - old_total)
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda _: BUSY)  # fmt: skip
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("pre")) for i in impacts]
+    pre_bad, pre_total = attributed[0].evidence["pre"]
+    assert pre_total > 7200  # the hours, with the old version's requests pooled in
+    assert pre_bad / pre_total < 0.003  # near their usual 0.17 %, not the chance 0.6 %
+
+
 def test_the_chunks_of_an_incident_include_its_partial_first_and_last() -> None:
     # 5 min chunks of 1000 events failing 0.1 %: an incident (2 %) fills chunks 3 to 5 and
     # part of chunks 2 and 6; a blip fills chunk 9; another one fills chunk 13, and its

@@ -578,11 +578,13 @@ class DeployTracker:
         test = tracked.tests.get(slo)
         if test is not None and test.total_new and test.total_old:
             # After a split, the old version while both served is "before" too. When it
-            # failed more than the hour before, something else was going on meanwhile (the
-            # old version cannot have the change's fault): it alone is the reference then.
+            # failed surely more than the hour before, something else was going on meanwhile
+            # (the old version cannot have the change's fault): it alone is the reference
+            # then. Surely: a few chance failures of a quiet service's old version would
+            # otherwise replace the hour with minutes that know its rate far worse.
             old = test.own_old  # as "before" and "after" are: its own failures
             rise, p_rise = rate_rose(usual, old)
-            if rise < 1.5 or p_rise > 0.05:
+            if rise < 1.5 or p_rise > ALPHA or old[0] < MIN_DEGRADED_BAD:
                 pre = (pre[0] + old[0], pre[1] + old[1])
             else:
                 # Unless that something else ended: once the SLO is calm again and fails
