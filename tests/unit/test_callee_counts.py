@@ -122,6 +122,49 @@ def test_a_declared_service_is_taken_to_name_its_callees_before_it_has_named_one
                                         catalogue=declared)  # fmt: skip
 
 
+CHAIN = parse_catalogue({"services": {
+    "api": {"depends_on": ["db"], "slos": [SLO]},
+    "db": {"depends_on": ["store"], "slos": [SLO]},
+    "store": {"slos": [SLO]},
+    **{f"c{i}": {"slos": [SLO]} for i in range(6)},
+}}, "chain-test")  # fmt: skip
+
+
+def chain_verdicts(db_own_harm: float) -> set[str]:
+    """api calls db, which calls store; each names the callee a request failed on. store's
+    change at two hours makes it fail 20x, and db's calls to it with it; api's change a
+    minute later makes its own failures rise 6x; db's own failures rise ``db_own_harm``
+    times from then on. The verdicts published on api's change."""
+    store_start = T0 + 2 * HOUR
+    api_start = store_start + 60_000
+
+    def traffic(service: str, ts: int, rng: random.Random) -> tuple[int, int, int]:
+        store_rate = BASE * (20.0 if ts >= store_start else 1.0)
+        db_own_rate = BASE * (db_own_harm if ts >= api_start else 1.0)
+        if service == "db":
+            via = binomial(rng, PER_TICK, CALLS * store_rate)
+            return PER_TICK, binomial(rng, PER_TICK, db_own_rate) + via, via
+        if service == "api":
+            via = binomial(rng, PER_TICK, CALLS * (db_own_rate + CALLS * store_rate))
+            own = binomial(rng, PER_TICK, BASE * (6.0 if ts >= api_start else 1.0))
+            return PER_TICK, own + via, via
+        rate = store_rate if service == "store" else BASE
+        return PER_TICK, binomial(rng, PER_TICK, rate), 0
+
+    changes = [*config_change("store-v2", "store", store_start),
+               *config_change("api-v2", "api", api_start)]  # fmt: skip
+    return verdicts_on("api-v2", CHAIN, changes, api_start + HOUR, traffic, True, 6)
+
+
+def test_a_callee_failing_on_its_own_callee_shares_no_cause_with_a_caller_naming_it() -> None:
+    # db's failures rose 11x with store's change, every one of them named on store: its own
+    # did not move. api's own failures are no longer db's (api names them), and what made db
+    # fail is not what made api fail: api's change is blamed.
+    assert "ATTRIBUTED" in chain_verdicts(db_own_harm=1.0)
+    # db's own failures rising with api's: a cause both share may explain api's.
+    assert "ATTRIBUTED" not in chain_verdicts(db_own_harm=11.0)
+
+
 def test_own_counts_leave_out_what_named_a_callee() -> None:
     windows = WindowCounts([HOUR])
     windows.add(FINE_MS, 0, 5, 100, 1, via=3)

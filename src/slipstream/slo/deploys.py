@@ -309,7 +309,9 @@ class DeployTracker:
         against what followed, anchored at the deploy, with ``controls`` (asked for only
         then: finding them costs a pass over the partition's SLOs). ``callee_changes``, asked
         for likewise: (service, start, verdict, counts) of the deploys of the services this
-        one calls; ``callees``: those services' counts, changed or not.
+        one calls; ``callees``: those services' counts, changed or not (their own failures
+        where this service names its callees: a callee's failure on a service it calls does
+        not reach this one's own).
 
         The deploy before the newest one is judged a few minutes more while it is under
         suspicion: a rise that ends when the service changes again points at it.

@@ -367,7 +367,8 @@ class PartitionEngine:
         callees = self.catalogue.services[slo.service].depends_on
         # A deploy is judged on its service's own failures. When the service names the
         # called service a request failed on, a callee's change cannot show in them, so it
-        # no longer confounds (its counts are still read, for a cause both share).
+        # no longer confounds (its own failures are still read, for a cause both share:
+        # what it failed on a service it calls in turn was named there).
         names_callees = self._names_callees(slo.service, rt.windows)
         impacts = self.deploys.evaluate(
             slo.service, slo.name, clock, windows[slo.period_ms][1], slo.error_budget,
@@ -379,7 +380,8 @@ class PartitionEngine:
                 CalleeChange(service, t.started_ms, self._deploy_verdict(t, slo),
                              self._windows_of(service), t.fractions, t.deploy.deploy_id)
                 for service in callees for t in self.deploys.of_service(service)],
-            lambda: {service: counts for service in callees
+            lambda: {service: OwnCounts(counts) if names_callees else counts
+                     for service in callees
                      if (counts := self._windows_of(service)) is not None},
         )  # fmt: skip
         self._result.impacts.extend(impacts)
