@@ -577,6 +577,20 @@ def test_a_late_rise_that_ends_with_the_rollback_is_attributed() -> None:
     assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts)
 
 
+def test_a_quiet_services_recovery_at_the_rollback_is_awaited_past_five_minutes() -> None:
+    # As above, at a tenth of the rate: 0.1 % before, 1.25 % from 5 min until the rollback
+    # at 20 min (eleven failures). Four minutes at the usual rate after the rollback hold no
+    # failure, but a quarter of an hour's are due anyway at that rate: not yet a sure drop.
+    # Some minutes more show it.
+    three = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
+    slo = counts(10, lambda m: 8 if 5 <= m < 20 else 100)
+    impacts = judge(three, minutes=45, slo=slo, tracker=rolled_back_at(20))
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].decided_at_ms > T0 + 26 * MINUTE
+    assert attributed[0].evidence["recovered_at_rollback"] is True
+
+
 def test_controls_with_an_incident_in_the_hour_before_still_show_the_one_now() -> None:
     # Six busy controls (0.1 %) failed 2 % for 30 of the 60 minutes before the change, and
     # fail 2 % again from 3 min after it, with the SLO: measured against their raw hour

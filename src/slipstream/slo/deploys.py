@@ -95,8 +95,11 @@ EXTERNAL_LEAN_BF: Final = 1.0 + 1e-9
 # ... or when it outlasted what an incident that ends by itself mostly lasts (it has gone on
 # this long before the last ten minutes, which must still show it) ...
 PERSISTED_MS: Final = 30 * 60_000
-# ... or when it ended with the change's rollback (judged over these minutes after it).
+# ... or when it ended with the change's rollback: the minutes after it fail surely less.
+# Looked at from RECOVERY_MS after it on, over up to RECOVERY_MAX_MS: a rarely failing
+# service's recovery takes longer to be sure of.
 RECOVERY_MS: Final = 5 * 60_000
+RECOVERY_MAX_MS: Final = 20 * 60_000
 ROLLBACK_TAKES_MS: Final = 60_000
 MAX_PHASES: Final = 100  # phases kept per deploy (a rollout has a handful)
 
@@ -333,7 +336,7 @@ class DeployTracker:
         self, service: str, newest: TrackedDeploy, slo: str, clock_ms: int
     ) -> TrackedDeploy | None:
         """The deploy ``newest`` replaced, while its recovery may still show."""
-        if clock_ms - newest.started_ms > RECOVERY_MS + FINE_MS:
+        if clock_ms - newest.started_ms > RECOVERY_MAX_MS + FINE_MS:
             return None
         ids = self.by_service.get(service, [])
         at = ids.index(newest.deploy.deploy_id)
@@ -537,7 +540,7 @@ class DeployTracker:
         if rolled_back is not None:
             post_to = min(post_to, rolled_back)
         # Judged while "after" grows, and for a stopped change until its recovery shows.
-        last_look = post_to if rolled_back is None else rolled_back + RECOVERY_MS
+        last_look = post_to if rolled_back is None else rolled_back + RECOVERY_MAX_MS
         if post_to - post_from < SWITCH_AFTER_MS or clock_ms > last_look + FINE_MS:
             return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
         before = tracked.before
@@ -1194,11 +1197,12 @@ def _recovered_at_rollback(
     clock_ms: int,
     phi: float,
 ) -> bool:
-    """Did the rise end with the rollback? The minutes after it (once it took effect) fail
-    surely less than the rise did, and not surely more than before the change: an incident
-    that happened to end just then is a coincidence this test accepts."""
-    lo, hi = rolled_back + ROLLBACK_TAKES_MS, rolled_back + RECOVERY_MS
-    if clock_ms < hi or rise_from >= rolled_back:
+    """Did the rise end with the rollback? The minutes after it (once it took effect, and
+    from ``RECOVERY_MS`` on) fail surely less than the rise did, and not surely more than
+    before the change: an incident that happened to end just then is a coincidence this
+    test accepts."""
+    lo, hi = rolled_back + ROLLBACK_TAKES_MS, min(clock_ms, rolled_back + RECOVERY_MAX_MS)
+    if clock_ms < rolled_back + RECOVERY_MS or rise_from >= rolled_back:
         return False
     during = _shrunk(windows.fine_range(rise_from, rolled_back), phi)
     after = _shrunk(windows.fine_range(lo, hi), phi)
