@@ -579,9 +579,9 @@ def test_a_late_rise_that_ends_with_the_rollback_is_attributed() -> None:
 
 def test_a_quiet_services_recovery_at_the_rollback_is_awaited_past_five_minutes() -> None:
     # As above, at a tenth of the rate: 0.1 % before, 1.25 % from 5 min until the rollback
-    # at 20 min (eleven failures). Four minutes at the usual rate after the rollback hold no
-    # failure, but a quarter of an hour's are due anyway at that rate: not yet a sure drop.
-    # Some minutes more show it.
+    # at 20 min (eleven failures). The four minutes from 1 to 5 min after the rollback expect
+    # a quarter of a failure at the usual rate: holding none is no sure drop yet from eleven
+    # in fifteen minutes (p 0.08). Some minutes more show it.
     three = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
     slo = counts(10, lambda m: 8 if 5 <= m < 20 else 100)
     impacts = judge(three, minutes=45, slo=slo, tracker=rolled_back_at(20))
