@@ -322,6 +322,39 @@ def test_the_chunks_of_an_incident_include_its_partial_first_and_last() -> None:
     assert _incident_chunks(chunks, high) == {2, 3, 4, 5, 6}
 
 
+def test_a_quiet_hours_incident_is_found_on_its_chunks_together() -> None:
+    # A quiet service's hour: 5 min chunks of 500 events that mostly see no failure. An
+    # incident fills its first three chunks with four failures each: none reaches the five
+    # that one chunk needs to stand out, together they hold 12 of the hour's 13.
+    chunks = [(0, 500)] * 12
+    chunks[:5] = [(4, 500), (4, 500), (4, 500), (0, 500), (1, 500)]
+    assert _high_chunks(chunks) == set()
+    assert _incident_chunks(chunks, set()) == {0, 1, 2}
+    # One blip beside calm chunks is no run; nor are a few chance failures close together.
+    blip = [(0, 500)] * 12
+    blip[5], blip[9] = (6, 500), (1, 500)
+    assert _incident_chunks(blip, _high_chunks(blip)) == set()
+    chance = [(0, 500)] * 12
+    chance[3:6] = [(2, 500), (1, 500), (2, 500)]
+    chance[9] = (1, 500)
+    assert _incident_chunks(chance, set()) == set()
+
+
+def test_a_quiet_services_incident_in_the_hour_before_is_left_out() -> None:
+    # 0.017 % (a failure every half hour), 1 % for 20 minutes from 55 min before the change
+    # (three failures a chunk), 0.5 % from the change on. With the incident the hour failed
+    # 0.33 %, and the change was held against it; without, it is compared with the six
+    # hours before, the incident left out of them too.
+    quiet = counts(10, lambda m: 10 if -55 <= m < -35 else 20 if m >= 0 else 600,
+                   hours_before=7)  # fmt: skip
+    impacts = judge(BUSY, minutes=40, slo=quiet)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("pre")) for i in impacts]
+    pre_bad, pre_total = attributed[0].evidence["pre"]
+    assert pre_bad / pre_total < 0.0003  # the usual 0.017 %, not the incident's
+    assert pre_total >= 5 * 360 * 10
+
+
 def test_the_first_minute_of_an_incident_in_the_hour_before_is_left_out_too() -> None:
     # 1 %, and an incident (10 %) from 56 to 45 min before the change: its first minute
     # falls in the hour's first 5 min chunk, which fails too little to be an incident on its

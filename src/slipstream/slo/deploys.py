@@ -983,12 +983,74 @@ def _calm_far(
 
 def _incident_chunks(chunks: Sequence[tuple[int, int]], high: set[int]) -> set[int]:
     """The chunks of incidents: runs of two or more ``high`` chunks (failing well above the
-    others, an incident of ten minutes or more), and the chunks on either side of a run
-    when they fail above the usual rate even loosely: an incident rarely starts or ends on
-    a chunk's edge, so they hold its first or last minutes."""
-    runs = {i for i in high if i - 1 in high or i + 1 in high}
+    others, an incident of ten minutes or more) or of chunks that do so together (see
+    ``_pooled_runs``), and the chunks on either side of a run when they fail above the
+    usual rate even loosely: an incident rarely starts or ends on a chunk's edge, so they
+    hold its first or last minutes."""
+    runs = {i for i in high if i - 1 in high or i + 1 in high} | _pooled_runs(chunks)
     edges = {i + d for i in runs for d in (-1, 1)} - runs
     return runs | (edges & _high_chunks(chunks, p_max=0.05, min_bad=2))
+
+
+def _pooled_runs(chunks: Sequence[tuple[int, int]]) -> set[int]:
+    """Where most chunks saw no failure (a quiet service), the chunks of runs that hold
+    surely more than their share of the failures (see ``_holds_more``), and still more
+    than their share without their worst chunk: a quiet service's incident spreads over
+    chunks with too few failures each to stand out alone, while one blip beside calm
+    chunks is no run. Runs of two chunks up to half of them, the likeliest first, then
+    the likeliest among the rest, and so on. A busy service's incident shows chunk by
+    chunk (``_high_chunks``); its chunks pooled would hold its everyday overdispersion
+    against it instead."""
+    n = len(chunks)
+    if n < 4 or sorted(b for b, _ in chunks)[n // 2] > 0:
+        return set()
+    bads, totals = [0], [0]  # prefix sums: a run's counts in two subtractions
+    for b, t in chunks:
+        bads.append(bads[-1] + b)
+        totals.append(totals[-1] + t)
+    found: set[int] = set()
+    left = (bads[-1], totals[-1])  # the chunks not found yet
+    while True:
+        best, best_llr = None, 0.0
+        for lo in range(n - 1):
+            if lo in found:
+                continue
+            for hi in range(lo + 2, min(lo + n // 2, n) + 1):
+                if hi - 1 in found:
+                    break
+                span = (bads[hi] - bads[lo], totals[hi] - totals[lo])
+                if span[0] < MIN_DEGRADED_BAD:
+                    continue
+                out = (left[0] - span[0], left[1] - span[1])
+                llr = _holds_more(span, out, MIN_DEGRADED_BAD, 0.001)
+                if llr > best_llr:
+                    worst = max(chunks[lo:hi], key=lambda c: c[0] / max(c[1], 1))
+                    if _holds_more((span[0] - worst[0], span[1] - worst[1]), out, 2, 0.05):
+                        best, best_llr = range(lo, hi), llr
+        if best is None:
+            return found
+        found.update(best)
+        left = (
+            left[0] - bads[best.stop] + bads[best.start],
+            left[1] - totals[best.stop] + totals[best.start],
+        )
+
+
+def _holds_more(span: tuple[int, int], out: tuple[int, int], min_bad: int, p_max: float) -> float:
+    """How much likelier (log-likelihood ratio) a run's (bad, total) ``span`` fails at its
+    own rate than at that of it and ``out`` together, when it surely holds more of their
+    failures than its share of the traffic (p <= ``p_max`` given how many there were,
+    ``min_bad`` at least), at twice ``out``'s rate or more; else 0."""
+    (bad, total), (out_bad, out_total) = span, out
+    if bad < min_bad or not total or not out_total:
+        return 0.0
+    if bad / total < 2 * max(out_bad, 1) / out_total:
+        return 0.0
+    if binomial_upper_tail(bad, bad + out_bad, total / (total + out_total)) > p_max:
+        return 0.0
+    overall = (bad + out_bad) / (total + out_total)
+    llr = bad * math.log(bad / total / overall)
+    return llr + (out_bad * math.log(out_bad / out_total / overall) if out_bad else 0.0)
 
 
 LEVEL_MS: Final = 5 * 60_000  # where a called service's change had brought this one
