@@ -7,6 +7,7 @@ the README shows the latest figures.)
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -15,11 +16,15 @@ from slipstream.bench.cli import run_seeds
 from slipstream.bench.correlation import TUNING_SEEDS, oracle_minutes, pooled, run_seed
 from slipstream.bench.correlation_explain import explain, explained_lines
 from slipstream.bench.world import (
+    HOUR_MS,
+    OVERDISPERSION_SIGMA,
     SLO_NAME,
     T0,
     Tally,
+    TruthDeploy,
     binomial,
     deploy_events,
+    expected_excess,
     make_world,
     poisson,
     tallies,
@@ -45,6 +50,30 @@ def test_the_world_is_seeded_and_labelled() -> None:
     times = [i.timestamp_ms if isinstance(i, Deploy) else i.ts_ms for i in items]
     assert times == sorted(times)
     assert {i.deploy_id for i in items if isinstance(i, Deploy)} == {d.deploy_id for d in a.deploys}
+
+
+def test_a_changes_expected_excess_follows_the_days_traffic_and_the_spans_end() -> None:
+    # A 3x change of a 1 rps service failing 1 %, for two hours centred on the daily peak
+    # of traffic (6 h after the simulated day's start) or on its trough (18 h).
+    def change(start_ms: int, rollback_ms: int | None = None) -> TruthDeploy:
+        return TruthDeploy("a-v2", "a", start_ms, "config", True, 3.0, "immediate", 0,
+                           rollback_ms, "v2", "v1")  # fmt: skip
+
+    never = T0 + 48 * HOUR_MS
+    peak = expected_excess(change(T0 + 5 * HOUR_MS), 1.0, 0.01, never)
+    trough = expected_excess(change(T0 + 17 * HOUR_MS), 1.0, 0.01, never)
+    # At the day's mean traffic: 7,200 requests failing 2 % more, at the mean of the
+    # per-tick rate's log-normal spread.
+    at_mean = 7200 * 0.01 * 2 * math.exp(OVERDISPERSION_SIGMA**2 / 2)
+    assert peak + trough == pytest.approx(2 * at_mean, rel=1e-3)
+    mean_sine = math.sin(math.pi / 12) / (math.pi / 12)  # over the two hours about the peak
+    assert peak / trough == pytest.approx((1 + mean_sine / 2) / (1 - mean_sine / 2), rel=1e-2)
+    # Cut by the span's end (or the next change) as by a rollback at that time.
+    cut = T0 + 5 * HOUR_MS + HOUR_MS // 2
+    assert expected_excess(change(T0 + 5 * HOUR_MS), 1.0, 0.01, cut) == pytest.approx(
+        expected_excess(change(T0 + 5 * HOUR_MS, rollback_ms=cut), 1.0, 0.01, never)
+    )
+    assert expected_excess(change(T0 + 5 * HOUR_MS), 1.0, 0.01, cut) < peak / 3
 
 
 def test_samplers_have_the_right_means() -> None:

@@ -230,14 +230,29 @@ def make_world(seed: int, hours: float) -> World:  # noqa: PLR0915 (one generato
     for d in deploys:  # the truth of how much each bad change costs, from the model itself
         if d.bad:
             next_starts = [o.start_ms for o in by_service[d.service] if o.start_ms > d.start_ms]
-            ends = [d.start_ms + 2 * HOUR_MS, *next_starts]
-            end: int = min([*ends, d.rollback_ms] if d.rollback_ms is not None else ends)
-            d.expected_excess = sum(
-                rates[d.service] * TICK_MS / 1000 * baseline[d.service]
-                * d.fraction(t) * (d.multiplier(t) - 1)
-                for t in range(d.start_ms, end, TICK_MS)
-            )  # fmt: skip
+            until = min([T0 + span, *next_starts])
+            d.expected_excess = expected_excess(d, rates[d.service], baseline[d.service], until)
     return world
+
+
+def expected_excess(d: TruthDeploy, rps: float, baseline: float, until_ms: int) -> float:
+    """The bad events a change adds on its own service, in expectation, within two hours of
+    its start, before ``until_ms`` (the next change of the service, or the simulated
+    span's end: a change near it has less time to show) and its rollback; at each tick's
+    traffic (the daily cycle) and the mean of the per-tick bad rate (its log-normal
+    spread), as the generator draws them."""
+    ends = [d.start_ms + 2 * HOUR_MS, until_ms]
+    end = min([*ends, d.rollback_ms] if d.rollback_ms is not None else ends)
+    rate = baseline * math.exp(OVERDISPERSION_SIGMA**2 / 2)
+    return sum(
+        rps * daily_traffic(t) * TICK_MS / 1000 * rate * d.fraction(t) * (d.multiplier(t) - 1)
+        for t in range(d.start_ms, end, TICK_MS)
+    )
+
+
+def daily_traffic(t_ms: int) -> float:
+    """Traffic at ``t_ms`` as a share of the daily mean: a cycle of +-50 % over the day."""
+    return 1.0 + 0.5 * math.sin(2 * math.pi * (t_ms - T0) / DAY_MS)
 
 
 def deploy_events(d: TruthDeploy) -> list[Deploy]:
@@ -308,7 +323,7 @@ def tallies(world: World, seed: int) -> Iterator[Tally | Deploy]:
         while nd < len(phases) and phases[nd].timestamp_ms <= t:
             yield phases[nd]
             nd += 1
-        daily = 1.0 + 0.5 * math.sin(2 * math.pi * (t - T0) / DAY_MS)
+        daily = daily_traffic(t)
         # Each service's failure multiplier per version, then callers feel their callees.
         served: dict[str, list[tuple[str, float, float]]] = {}  # version, share, multiplier
         for n in names:
