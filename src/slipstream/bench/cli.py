@@ -21,7 +21,7 @@ from slipstream.bench.correlation import (
     pooled,
     run_seed,
 )
-from slipstream.bench.correlation_explain import DIAGNOSIS_SEEDS, explained_lines
+from slipstream.bench.correlation_explain import DIAGNOSIS_SEEDS, SURVEY_SEEDS, explained_lines
 from slipstream.settings import Settings
 
 SHORT_EVENTS, SHORT_REPEATS, SHORT_SAMPLES, SHORT_SIZES = 100_000, 1, 2, (100, 1000)
@@ -48,7 +48,7 @@ def run_perf_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 SEED_SETS = {"reporting": REPORTING_SEEDS, "tuning": TUNING_SEEDS, "fresh": FRESH_SEEDS,
-             "diagnosis": DIAGNOSIS_SEEDS}  # fmt: skip
+             "diagnosis": DIAGNOSIS_SEEDS, "survey": SURVEY_SEEDS}  # fmt: skip
 
 # The issue's targets: (key, floor or ceiling, True when higher is better).
 TARGETS = (
@@ -90,10 +90,11 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     corr.add_argument("--hours", type=float, default=24.0, help="simulated hours per seed")
     corr.add_argument("--seeds", choices=list(SEED_SETS), default="reporting",
                       help="reporting 101-110, tuning 1-12, fresh 13-36 (neither), diagnosis "
-                      "37-84 (read to find what goes wrong)")  # fmt: skip
+                      "37-84 and survey 201-260 (read to find what goes wrong)")  # fmt: skip
     corr.add_argument("--explain", action="store_true",
                       help="list each false attribution and missed deploy with its evidence "
-                      "(read the tuning or diagnosis seeds', not the reporting ones)")  # fmt: skip
+                      "(read the tuning, diagnosis or survey seeds', not the reporting "
+                      "ones)")  # fmt: skip
     corr.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes")
 
 
