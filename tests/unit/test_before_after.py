@@ -624,6 +624,30 @@ def test_a_quiet_services_recovery_at_the_rollback_is_awaited_past_five_minutes(
     assert attributed[0].evidence["recovered_at_rollback"] is True
 
 
+def test_a_rollout_rolled_back_after_it_finished_is_judged_on_its_recovery_too() -> None:
+    # A tagged canary (10 %, calm while it split) reached everyone at 10 min; its SLO fails
+    # 50x from 15 min until it is rolled back at 30 min. Three controls cannot tell an
+    # incident, and the rise has not lasted half an hour: as for a config change, the
+    # recovery at the rollback is the evidence, and the rollback does not end its judgement.
+    tracker = DeployTracker()
+    roll_out(tracker, "v8", [(0, "started", 0.1), (10, "progress", 1.0), (10, "finished", 1.0),
+                             (30, "rolled_back", 0.0)])  # fmt: skip
+    three = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
+    slo = counts(10, lambda m: 2 if 15 <= m < 30 else 100)
+    impacts = []
+    for clock in range(T0 + FINE_MS, T0 + 45 * MINUTE, FINE_MS):
+        if clock <= T0 + 10 * MINUTE:
+            tracker.count("api", "v7", clock - FINE_MS, "api/availability", 0, 9)
+            tracker.count("api", "v8", clock - FINE_MS, "api/availability", 0, 1)
+        impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
+                                    lambda _: three)  # fmt: skip
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].decided_at_ms >= T0 + 35 * MINUTE  # once the recovery has shown
+    assert attributed[0].evidence["recovered_at_rollback"] is True
+    assert attributed[0].evidence["post_from_ms"] >= T0 + 10 * MINUTE  # from the finish
+
+
 def test_controls_with_an_incident_in_the_hour_before_still_show_the_one_now() -> None:
     # Six busy controls (0.1 %) failed 2 % for 30 of the 60 minutes before the change, and
     # fail 2 % again from 3 min after it, with the SLO: measured against their raw hour

@@ -483,7 +483,12 @@ class DeployTracker:
         never_split = test.total_new == 0 or test.total_old == 0
         starts = [tracked.started_ms + warmup] if never_split else []
         ended = tracked.ended_ms
-        if tracked.deploy.phase == "finished" and ended is not None and ended > tracked.started_ms:
+        # Rolled back after it had reached everyone, it is judged as it was when finished:
+        # its rollback is evidence too (the harm should end with it).
+        reached_everyone = tracked.deploy.phase == "finished" or any(
+            fraction >= 1.0 and ts <= (ended or ts) for ts, fraction in tracked.fractions
+        )
+        if reached_everyone and ended is not None and ended > tracked.started_ms:
             # A progressive rollout reached everyone: judge the full exposure afresh too (a
             # split that ended undecided, or an untagged canary whose 5 % diluted "after");
             # an untagged rollout is still judged from its start, which saw its first harm.
