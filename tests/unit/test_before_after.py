@@ -577,6 +577,23 @@ def test_external_bayes_factor_weighs_each_control_by_what_it_could_show() -> No
     assert _external_bayes_factor({"c": pre}, {"c": (0, 10_000)}, 1.0) == 1.0
 
 
+def test_a_rise_that_began_after_the_controls_incident_ended_is_the_changes() -> None:
+    # Six busy controls fail 10x from 1 to 10 min after the change (an incident that missed
+    # this service); the SLO fails 20x from 15 min on. Over all of "after" the controls
+    # rose, but not since the SLO's rise: what moved them had ended and explains none of it.
+    ended = {f"b{i}/availability": counts(100, lambda m: 1 if 1 <= m < 10 else 10)
+             for i in range(6)}  # fmt: skip
+    slo = counts(10, lambda m: 5 if m >= 15 else 100)
+    impacts = judge(ended, minutes=40, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    assert attributed[0].evidence["controls"]["calm_from_ms"] <= T0 + 15 * MINUTE
+    # The incident still going on when the SLO rose: it may be the incident's.
+    lasting = {f"b{i}/availability": counts(100, lambda m: 1 if 1 <= m < 30 else 10)
+               for i in range(6)}  # fmt: skip
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in judge(lasting, minutes=40, slo=slo))
+
+
 def test_an_incident_of_twenty_minutes_is_not_a_lasting_rise() -> None:
     three = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(3)}
     incident = counts(10, lambda m: 5 if 5 <= m < 25 else 100)

@@ -751,6 +751,17 @@ class DeployTracker:
             # is judged from then on its own; called services failing with it since then
             # still share it.
             calm_from = _controls_calm_from(pres, controls, post_from, post_to, afters, shifts)
+        elif any(s.shared for s in shifts) and not any(
+            s.shared for lo, s in zip(afters, shifts, strict=True) if lo >= rise_from
+        ):
+            # A rise placed minutes after the switch, once the controls were calm again:
+            # what moved them ended before it began and explains none of it (the rise's
+            # own tests below still see the controls since it).
+            settled = _controls_calm_from(pres, controls, post_from, post_to, afters, shifts)
+            if settled is not None and settled <= rise_from:
+                shared = [s for s in callee_shifts if s.shared]
+                factor = max((s.factor for s in shared), default=1.0)
+                seen_by_controls |= {"rise": factor, "calm_from_ms": settled}
         if calm_from is not None:
             since_calm = windows.fine_range(calm_from, post_to)
             # Unless the SLO fell when they recovered: it shared what moved them then.
