@@ -106,6 +106,19 @@ def test_a_blip_minutes_after_the_change_is_not_attributed_to_it() -> None:
     assert any(i.evidence.get("note") == "a burst so far" for i in impacts)
 
 
+def test_two_blips_minutes_apart_are_not_attributed_to_the_change() -> None:
+    # Blips come a few a day: two of them may fall into one rise (100x for three minutes,
+    # 10 min of the usual rate between them). Without the worst one, the other is all that
+    # is left of it: the change's own harm is most of a rise, not one more burst.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    blips = counts(10, lambda m: 1 if 8 <= m < 11 or 21 <= m < 24 else 100)
+    impacts = judge(busy, minutes=45, slo=blips)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts), [
+        (round((i.decided_at_ms - T0) / MINUTE, 1), i.evidence.get("note")) for i in impacts
+    ]
+    assert impacts[-1].evidence.get("note") == "a burst so far"
+
+
 def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
     busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
     lasting = counts(10, lambda m: 1 if m >= 8 else 100)

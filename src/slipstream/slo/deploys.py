@@ -854,7 +854,7 @@ class DeployTracker:
             # A rise that began after the switch may be a burst of a few minutes that happened
             # to follow it: the change's own harm outlasts its worst few minutes. So may a rise
             # placed at the switch while its likeliest start is minutes later (not a ramp).
-            rest = _shrunk(_beyond_burst(windows, rise_from, post_to), phi)
+            rest = _beyond_burst(windows, rise_from, post_to, phi)
             rest_ratio, p_rest = rate_rose(pre, rest, factor)
             rest_ratio /= factor
             evidence |= {"beyond_burst_rate_ratio": rest_ratio, "beyond_burst_p_value": p_rest}
@@ -1353,23 +1353,36 @@ BURST_MS: Final = 3 * 60_000  # the longest burst that is everyday noise (a blip
 REST_MS: Final = 60_000  # and what must be left of a rise without it, at least
 
 
-def _beyond_burst(windows: Counts, lo: int, hi: int) -> tuple[int, int]:
+def _beyond_burst(windows: Counts, lo: int, hi: int, phi: float) -> tuple[int, int]:
     """(bad, total) in [lo, hi) without its worst ``BURST_MS`` (in 10 s buckets: a burst
-    is not aligned to minutes): what is left of a rise once the burst that may be all of
-    it is taken out."""
+    is not aligned to minutes), shrunk by the dispersion ``phi``: what is left of a rise
+    once the burst that may be all of it is taken out. The next worst is taken out too
+    when it is a burst as well (it fails surely more than the rest): two blips minutes
+    apart are not a change's harm either."""
     steps = [windows.fine_range(t, t + FINE_MS) for t in range(lo, hi, FINE_MS)]
     span = BURST_MS // FINE_MS
     if len(steps) < span + REST_MS // FINE_MS:
         return 0, 0  # too little left once the burst is taken out
-    bad, total = _summed_counts(steps)
-    window = burst = sum(b for b, _ in steps[:span])
-    worst = 0
-    for i in range(span, len(steps)):  # a sliding sum: the span with the most bad events
-        window += steps[i][0] - steps[i - span][0]
-        if window > burst:
-            burst, worst = window, i - span + 1
-    cut = _summed_counts(steps[worst : worst + span])
-    return bad - cut[0], total - cut[1]
+    sums = [0]  # prefix sums of bad events: a span's in one subtraction
+    for b, _ in steps:
+        sums.append(sums[-1] + b)
+
+    def worst(taken: int) -> int | None:  # the span with the most bad events (the earliest)
+        starts = [i for i in range(len(steps) - span + 1) if abs(i - taken) >= span]
+        return max(starts, key=lambda i: (sums[i + span] - sums[i], -i), default=None)
+
+    first = worst(-span)
+    assert first is not None  # there are at least ``span`` steps
+    rest = _shrunk(_summed_counts(steps[:first] + steps[first + span :]), phi)
+    second = worst(first)
+    if second is not None and len(steps) >= 2 * span + REST_MS // FINE_MS:
+        cut = _shrunk(_summed_counts(steps[second : second + span]), phi)
+        left = (rest[0] - cut[0], rest[1] - cut[1])
+        # Surely more than the rest fails at, among as many spans as the rise holds.
+        p_burst = binomial_upper_tail(cut[0], cut[1], left[0] / left[1]) if left[1] else 1.0
+        if p_burst <= ALPHA * span / len(steps):
+            rest = left
+    return rest
 
 
 def _shrunk(counts: tuple[int, int], phi: float) -> tuple[int, int]:
