@@ -33,13 +33,15 @@ MINUTE = 60_000
 BUCKETS_PER_MIN = MINUTE // FINE_MS
 
 
-def counts(per_bucket: int, bad_every: Callable[[int], int], hours_before: int = 2) -> WindowCounts:
-    """Hours before the change and one after: ``per_bucket`` events every 10 s, one of them
+def counts(
+    per_bucket: int, bad_every: Callable[[int], int], hours_before: int = 2, hours_after: int = 1
+) -> WindowCounts:
+    """Hours before the change and after it: ``per_bucket`` events every 10 s, one of them
     bad every ``bad_every(minute since the change)`` buckets (0: none), in the 10 s and the
     5 min buckets alike."""
     w = WindowCounts([3_600_000, 6 * 3_600_000])
     first = (T0 - hours_before * 3_600_000) // FINE_MS
-    for i, index in enumerate(range(first, (T0 + 3_600_000) // FINE_MS)):
+    for i, index in enumerate(range(first, (T0 + hours_after * 3_600_000) // FINE_MS)):
         every = bad_every((index * FINE_MS - T0) // MINUTE)
         bad = int(every > 0 and i % every == 0)
         w.add(FINE_MS, index, bad, per_bucket, 0)
@@ -117,6 +119,31 @@ def test_two_blips_minutes_apart_are_not_attributed_to_the_change() -> None:
         (round((i.decided_at_ms - T0) / MINUTE, 1), i.evidence.get("note")) for i in impacts
     ]
     assert impacts[-1].evidence.get("note") == "a burst so far"
+
+
+def test_a_small_harm_is_attributed_at_the_final_look_over_all_of_after() -> None:
+    # 1.67x at 1 rps (0.1 % before): never sure at 0.0001 while "after" grows, nor ever
+    # sure over its last ten minutes; after 90 minutes, sure at 0.001 (the single final
+    # look), and the rise without its worst bursts is still there.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    small = counts(10, lambda m: 6 if m >= 0 else 10, hours_after=2)
+    impacts = judge(busy, minutes=100, slo=small)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
+    assert attributed[0].decided_at_ms == T0 + 90 * MINUTE
+    assert attributed[0].evidence["final_look"] is True
+    assert 0.0001 < attributed[0].evidence["p_value"] <= 0.001
+
+
+def test_two_blips_are_not_a_small_harm_at_the_final_look() -> None:
+    # Two blips (10 % for three minutes, at 20 and 50 min) raise all of "after" 1.6x,
+    # surely; but without them nothing is left of the rise.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    blips = counts(10, lambda m: 1 if 20 <= m < 23 or 50 <= m < 53 else 10, hours_after=2)
+    impacts = judge(busy, minutes=100, slo=blips)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts), [
+        (round((i.decided_at_ms - T0) / MINUTE, 1), i.evidence.get("note")) for i in impacts
+    ]
 
 
 def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
@@ -1006,3 +1033,34 @@ def judge_with_canary_callee(theirs: str) -> list[Impact]:
         impacts += tracker.evaluate("api", "api/availability", clock, 10**7, 0.001, slo,
                                     lambda _: BUSY, callee_changes=lambda: [canary])  # fmt: skip
     return impacts
+
+
+def failing_at(minutes: set[int], before_every: int, per_bucket: int = 10) -> WindowCounts:
+    """Six hours before the change and two after, ``per_bucket`` events every 10 s: one bad
+    event every ``before_every`` minutes before the change, and one at the start of each of
+    ``minutes`` (since the change) after it."""
+    w = WindowCounts([3_600_000, 6 * 3_600_000])
+    for index in range((T0 - 6 * 3_600_000) // FINE_MS, (T0 + 2 * 3_600_000) // FINE_MS):
+        minute, first = divmod(index * FINE_MS - T0, MINUTE)
+        due = minute in minutes if minute >= 0 else minute % before_every == 0
+        bad = int(due and first == 0)
+        w.add(FINE_MS, index, bad, per_bucket, 0)
+        w.add(MEDIUM_MS, index * FINE_MS // MEDIUM_MS, bad, per_bucket, 0)
+    return w
+
+
+def test_a_harm_that_ended_is_not_attributed_at_the_final_look() -> None:
+    # A quiet service (1 rps, a failure every 50 minutes) fails nine times in the 20
+    # minutes after the change, then as before (its tenth at 70 min): sure at 0.001 over
+    # all of "after" at the final look, not over its last ten minutes, and its later half
+    # is calm. A change's harm lasts until it is undone; this one ended (an incident that
+    # the controls could not see).
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    spell = failing_at({3, 5, 7, 9, 11, 13, 15, 17, 19, 70}, before_every=50)
+    impacts = judge(busy, minutes=100, slo=spell)
+    assert all(i.verdict.verdict != "ATTRIBUTED" for i in impacts), [
+        (round((i.decided_at_ms - T0) / MINUTE, 1), i.evidence.get("p_value")) for i in impacts
+    ]
+    final = [i.evidence for i in impacts if i.evidence.get("final_look")]
+    assert final and final[0]["p_value"] <= 0.001
+    assert final[0]["note"] == "not persistent yet" and final[0]["later_half_rate_ratio"] < 1.0

@@ -48,6 +48,9 @@ ROLLBACK_BUDGET: Final = 0.02
 BEFORE_AFTER_CLEAR_MS: Final = 30 * 60_000
 # Stricter than ALPHA: the before/after p-value is looked at on every tick.
 BEFORE_AFTER_ALPHA: Final = 0.0001
+# ... but "after" at its full length is looked at once more, at the usual bar of a single
+# test: a small harm shows only over all of it (the looks before spent little of the risk).
+FINAL_ALPHA: Final = 0.001
 PERSIST_ALPHA: Final = 0.01
 QUIET_BAD_EVENTS: Final = 30  # an hour with fewer failures than this knows its rate poorly
 BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
@@ -548,6 +551,11 @@ class DeployTracker:
         last_look = post_to if rolled_back is None else rolled_back + RECOVERY_MAX_MS
         if post_to - post_from < SWITCH_AFTER_MS or clock_ms > last_look + FINE_MS:
             return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
+        # The final look: "after" at its full length (or at the stopped change's last look),
+        # or the last look of all, the judgement's horizon.
+        full_length = post_from + BEFORE_AFTER_DECIDE_MS if rolled_back is None else last_look
+        horizon = tracked.started_ms + JUDGE_HORIZON_MS - FINE_MS  # its last tick is after it
+        final_look = clock_ms >= min(full_length, horizon)
         before = tracked.before
         calm = _calm_before(before, slo, windows, start)
         pre = calm.pre
@@ -786,7 +794,8 @@ class DeployTracker:
             recent_ratio, p_recent = rate_rose(pre, recent, factor)
             ratio, recent_ratio, min_ratio = ratio / factor, recent_ratio / factor, 2.0
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
-        harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= BEFORE_AFTER_ALPHA and ratio >= min_ratio
+        alpha = FINAL_ALPHA if final_look else BEFORE_AFTER_ALPHA
+        harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= alpha and ratio >= min_ratio
         if not harmful and with_the_switch and switched < post_from:
             # A rise located in the switch's own first minute and still there past the
             # warm-up, on its own evidence, is not a warm-up's passing errors: the warm-up's
@@ -860,7 +869,18 @@ class DeployTracker:
             evidence |= {"beyond_burst_rate_ratio": rest_ratio, "beyond_burst_p_value": p_rest}
             if rest_ratio < min_ratio or p_rest > PERSIST_ALPHA:
                 return Verdict("SUSPECTED", 0.5), evidence | {"note": "a burst so far"}
-        if harmful and recent_ratio >= min_ratio and p_recent <= PERSIST_ALPHA:
+        persisted = recent_ratio >= min_ratio and p_recent <= PERSIST_ALPHA
+        if harmful and final_look and not persisted:
+            # A small harm is seldom sure over the last ten minutes alone: at the final look
+            # it has persisted when the later half of the rise, without its bursts, is still
+            # risen (a change's harm lasts until it is undone; an incident's ends).
+            later_from = (rise_from + post_to) // 2 // FINE_MS * FINE_MS
+            later = _beyond_burst(windows, later_from, post_to, phi)
+            later_ratio, p_later = rate_rose(pre, later, factor)
+            persisted = later_ratio / factor >= min_ratio and p_later <= PERSIST_ALPHA
+            evidence |= {"final_look": True, "later_half_rate_ratio": later_ratio / factor,
+                         "later_half_p_value": p_later}  # fmt: skip
+        if harmful and persisted:
             odds = CHANGE_PRIOR / (1 - CHANGE_PRIOR) * bayes_factor_bound(p_harm)
             posterior = odds / (1 + odds)
             if posterior >= 0.9:
