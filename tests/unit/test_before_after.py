@@ -135,6 +135,35 @@ def test_a_small_harm_is_attributed_at_the_final_look_over_all_of_after() -> Non
     assert 0.0001 < attributed[0].evidence["p_value"] <= 0.001
 
 
+def config_then_next(minute: int) -> DeployTracker:
+    """Config change cfg-7 of "api" at T0, and the next one, cfg-8, ``minute`` later."""
+    tracker = DeployTracker()
+    for deploy_id, at in (("api-cfg-7", 0), ("api-cfg-8", minute)):
+        version = deploy_id.removeprefix("api-")
+        previous = f"cfg-{int(version[4:]) - 1}"
+        for phase in ("started", "finished"):
+            tracker.on_deploy(Deploy(deploy_id, "api", version, previous, "config", phase, 1.0,
+                                     T0 + at * MINUTE, "ci"))  # fmt: skip
+    return tracker
+
+
+def test_a_small_harm_fixed_by_the_next_change_is_attributed_at_its_final_look() -> None:
+    # 2x at 1 rps for 40 minutes, never sure at 0.0001 while it served; then the next change
+    # fixes it. Its final look comes once its recovery has had the time to show, as a
+    # rolled-back change's does: "after" up to the next change is sure at 0.001.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    fixed = counts(10, lambda m: 5 if 0 <= m < 40 else 10, hours_after=2)
+    impacts = judge(busy, minutes=65, slo=fixed, tracker=config_then_next(40))
+    first = [i for i in impacts if i.deploy.deploy_id == "api-cfg-7"]
+    assert [i.verdict.verdict for i in first] == ["INCONCLUSIVE", "ATTRIBUTED"], [
+        (i.verdict.verdict, i.evidence.get("p_value")) for i in first
+    ]
+    assert first[-1].decided_at_ms == T0 + 60 * MINUTE
+    assert first[-1].evidence["final_look"] is True
+    assert 0.0001 < first[-1].evidence["p_value"] <= 0.001
+    assert all(i.verdict.verdict == "INCONCLUSIVE" for i in impacts if i not in first)
+
+
 def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
     busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
     lasting = counts(10, lambda m: 1 if m >= 8 else 100)

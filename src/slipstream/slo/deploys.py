@@ -338,13 +338,21 @@ class DeployTracker:
     def _superseded(
         self, service: str, newest: TrackedDeploy, slo: str, clock_ms: int
     ) -> TrackedDeploy | None:
-        """The deploy ``newest`` replaced, while its recovery may still show."""
+        """The deploy ``newest`` replaced, while its recovery may still show: judged at
+        each tick while under suspicion; undecided, at its final look alone, when its
+        recovery has had the time to show (as a rolled-back change's is)."""
         if clock_ms - newest.started_ms > RECOVERY_MAX_MS + FINE_MS:
             return None
         ids = self.by_service.get(service, [])
         at = ids.index(newest.deploy.deploy_id)
         before = self.deploys[ids[at - 1]] if at > 0 else None
-        return before if before is not None and before.verdicts.get(slo) == "SUSPECTED" else None
+        if before is None:
+            return None
+        verdict = before.verdicts.get(slo)
+        final_look = clock_ms >= newest.started_ms // FINE_MS * FINE_MS + RECOVERY_MAX_MS
+        if verdict == "SUSPECTED" or (final_look and verdict in (None, "INCONCLUSIVE")):
+            return before
+        return None
 
     def _judge(
         self,
