@@ -164,6 +164,39 @@ def test_a_small_harm_fixed_by_the_next_change_is_attributed_at_its_final_look()
     assert all(i.verdict.verdict == "INCONCLUSIVE" for i in impacts if i not in first)
 
 
+def test_a_delayed_harm_is_tested_over_its_own_minutes() -> None:
+    # 3.3x at 1 rps from 30 minutes after the change until the next change fixed it at 50:
+    # "after" holds 30 calm minutes that dilute it (never sure at 0.0001). The rise on its
+    # own, with one chance per minute it could have begun at, is sure; as it may be a blip
+    # that chance placed well, it is attributed once it ended with the next change.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    late = counts(10, lambda m: 3 if 30 <= m < 50 else 10, hours_after=2)
+    impacts = [i for i in judge(busy, minutes=75, slo=late, tracker=config_then_next(50))
+               if i.deploy.deploy_id == "api-cfg-7"]  # fmt: skip
+    verdicts = [i.verdict.verdict for i in impacts]
+    assert verdicts == ["INCONCLUSIVE", "SUSPECTED", "ATTRIBUTED"], verdicts
+    suspected, attributed = impacts[1:]
+    assert suspected.evidence["note"].startswith("waiting for controls, for the rise to last")
+    assert attributed.evidence["onset"] == "delayed"
+    assert attributed.evidence["recovered_at_rollback"] is True
+    assert attributed.evidence["p_value"] > 0.0001  # all of "after": diluted
+    assert attributed.evidence["since_rise_p_value"] <= 0.0001
+    assert attributed.evidence["since_rise_rate_ratio"] >= 2.0
+
+
+def test_a_delayed_rise_the_controls_share_is_not_suspected_on_its_own_minutes() -> None:
+    # An incident 30 minutes after the change: 10x here, 5x on every control. On its own
+    # minutes the rise is sure, but it is theirs: no suspicion (one would also take the
+    # service out of the other services' controls).
+    shared = {f"b{i}/availability": counts(100, lambda m: 2 if 30 <= m < 50 else 10)
+              for i in range(6)}  # fmt: skip
+    slo = counts(10, lambda m: 1 if 30 <= m < 50 else 10, hours_after=2)
+    impacts = judge(shared, minutes=70, slo=slo)
+    assert [i.verdict.verdict for i in impacts] == ["INCONCLUSIVE"], [
+        (round((i.decided_at_ms - T0) / MINUTE, 2), i.verdict.verdict) for i in impacts
+    ]
+
+
 def test_a_rise_that_outlasts_a_blip_is_attributed() -> None:
     busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
     lasting = counts(10, lambda m: 1 if m >= 8 else 100)

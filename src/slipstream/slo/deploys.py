@@ -804,6 +804,24 @@ class DeployTracker:
             evidence |= {"adjusted_rate_ratio": ratio, "adjusted_p_value": p_harm}
         alpha = FINAL_ALPHA if final_look else BEFORE_AFTER_ALPHA
         harmful = post[0] >= MIN_BAD_EVENTS and p_harm <= alpha and ratio >= min_ratio
+        harmful_since_rise = risen_since = False
+        if rise_from - post_from >= DELAYED_RISE_MS:
+            # A rise minutes into "after" (a delayed onset) is diluted by the calm minutes
+            # before it: it is also tested on its own, with as many chances as the minutes
+            # it could have begun at (its start is where it fits best). Whether it is the
+            # change's or an incident's, a burst's, is for the delayed rise's checks below;
+            # not while the controls moved too: a rise they share is theirs, and a suspicion
+            # would take this service out of the other services' controls.
+            since = _shrunk(windows.fine_range(rise_from, post_to), phi)
+            since_ratio, p_since = rate_rose(pre, since, factor)
+            since_ratio /= factor
+            p_since = min(1.0, p_since * max(1, (post_to - post_from) // 60_000))
+            risen_since = (since[0] >= MIN_BAD_EVENTS and since_ratio >= min_ratio
+                           and p_since <= PERSIST_ALPHA)  # fmt: skip
+            evidence |= {"since_rise_rate_ratio": since_ratio, "since_rise_p_value": p_since}
+            if not harmful and risen_since and p_since <= alpha and not shared:
+                harmful = harmful_since_rise = True
+                ratio, p_harm = since_ratio, p_since
         if not harmful and with_the_switch and switched < post_from:
             # A rise located in the switch's own first minute and still there past the
             # warm-up, on its own evidence, is not a warm-up's passing errors: the warm-up's
@@ -822,15 +840,15 @@ class DeployTracker:
         early = _shrunk(windows.fine_range(switched, rose_at), phi)
         early_ratio, p_early = rate_rose(pre, early)
         ramping = early[0] >= MIN_DEGRADED_BAD and early_ratio >= 1.5 and p_early <= ALPHA
-        delayed = rose_at - switched >= DELAYED_RISE_MS and not ramping
-        if harmful and delayed:
+        delayed = harmful_since_rise or (rose_at - switched >= DELAYED_RISE_MS and not ramping)
+        if harmful and delayed and not harmful_since_rise:
             # Its most likely step is minutes after the switch, but a ramp from the switch
             # itself may explain the minutes far better: a gradual onset, not an incident.
             ramp_llr = _ramp_llr(windows, pre, switched, post_to, phi)
             evidence["ramp_llr"] = round(ramp_llr, 2)
             ramping = ramp_llr >= RAMP_LLR_MIN
             delayed = not ramping
-        ramping = ramping or ramps_from_switch
+        ramping = not harmful_since_rise and (ramping or ramps_from_switch)
         evidence["onset"] = "ramp" if ramping else "delayed" if delayed else "at the switch"
         # "After" starts past a code change's warm-up: an immediate rise is seen only from
         # then, and controls must have had the chance to show it too; unless the rise is
@@ -862,7 +880,10 @@ class DeployTracker:
             )
             external_bf = _external_bayes_factor(pres, afters[rise_from], own_rise)
             seen_by_controls |= {"watching": watching, "external_bayes_factor": external_bf}
-            if external_bf > EXTERNAL_BF_MAX and not (lasted or recovered):
+            # A rise sure only on its own minutes (where it fits best) may be a blip that
+            # chance placed well: it must have lasted, or ended with the change, whatever
+            # the controls say.
+            if (external_bf > EXTERNAL_BF_MAX or harmful_since_rise) and not (lasted or recovered):
                 note = "waiting for controls, for the rise to last, or for a rollback"
                 return Verdict("SUSPECTED", 0.5), evidence | {"note": note}
             if recovered:
@@ -897,17 +918,21 @@ class DeployTracker:
             return Verdict("INCONCLUSIVE", 0.0), evidence | {"note": "controls degraded too"}
         rolled_out = tracked.deploy.phase == "finished" or tracked.deploy.rollout_fraction >= 1
         full_from = max(post_from, tracked.ended_ms or post_from)
-        if rolled_out and post_to - full_from >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]:
-            # No harm of 1.5x or more: too few bad events after for that rate.
+        # No harm of 1.5x or more: too few bad events after for that rate (not while a rise
+        # minutes into "after" is clear on its own: it is diluted there).
+        if (rolled_out and post_to - full_from >= BEFORE_AFTER_CLEAR_MS and pre[1] and post[1]
+                and not risen_since):  # fmt: skip
             share = 1.5 * post[1] / (pre[1] + 1.5 * post[1])
             p_low = 1.0 - binomial_upper_tail(post[0] + 1, pre[0] + post[0], share)
             if p_low <= ALPHA:
                 return Verdict("CLEARED", 1 - p_low), evidence | {"p_value_clear": p_low}
         if harmful:
             return Verdict("SUSPECTED", 0.5), evidence | {"note": "not persistent yet"}
-        if (tracked.verdicts.get(slo) == "SUSPECTED" and post[0] >= MIN_BAD_EVENTS
-                and p_harm <= PERSIST_ALPHA and ratio >= min_ratio
-                and recent_ratio >= min_ratio):  # fmt: skip
+        if (tracked.verdicts.get(slo) == "SUSPECTED"
+                and ((post[0] >= MIN_BAD_EVENTS and p_harm <= PERSIST_ALPHA
+                      and ratio >= min_ratio and recent_ratio >= min_ratio)
+                     or (risen_since and (recent_ratio >= min_ratio or rise_from >= recent_from)))
+                ):  # fmt: skip
             # Once suspected, a rise still clear at the persistence bar, and still there
             # lately, stays suspected: a p-value wavering about 10^-4 would otherwise publish
             # a change per bad event.
