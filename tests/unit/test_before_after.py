@@ -38,8 +38,8 @@ def counts(
 ) -> WindowCounts:
     """Hours before the change and after it: ``per_bucket`` events every 10 s, one of them
     bad every ``bad_every(minute since the change)`` buckets (0: none), in the 10 s and the
-    5 min buckets alike."""
-    w = WindowCounts([3_600_000, 6 * 3_600_000])
+    5 min buckets alike. The 10 s buckets of the hour before are kept through "after"."""
+    w = WindowCounts([3_600_000, 6 * 3_600_000], margin_ms=max(hours_after, 1) * 3_600_000)
     first = (T0 - hours_before * 3_600_000) // FINE_MS
     for i, index in enumerate(range(first, (T0 + hours_after * 3_600_000) // FINE_MS)):
         every = bad_every((index * FINE_MS - T0) // MINUTE)
@@ -124,7 +124,8 @@ def test_two_blips_minutes_apart_are_not_attributed_to_the_change() -> None:
 def test_a_small_harm_is_attributed_at_the_final_look_over_all_of_after() -> None:
     # 1.67x at 1 rps (0.1 % before): never sure at 0.0001 while "after" grows, nor ever
     # sure over its last ten minutes; after 90 minutes, sure at 0.001 (the single final
-    # look), and the later half of the rise, without its bursts, is still risen.
+    # look, against the hours before), and the later half of the rise, without its bursts,
+    # is still risen.
     busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
     small = counts(10, lambda m: 6 if m >= 0 else 10, hours_after=2)
     impacts = judge(busy, minutes=100, slo=small)
@@ -150,7 +151,8 @@ def config_then_next(minute: int) -> DeployTracker:
 def test_a_small_harm_fixed_by_the_next_change_is_attributed_at_its_final_look() -> None:
     # 2x at 1 rps for 40 minutes, never sure at 0.0001 while it served; then the next change
     # fixes it. Its final look comes once its recovery has had the time to show, as a
-    # rolled-back change's does: "after" up to the next change is sure at 0.001.
+    # rolled-back change's does: "after" up to the next change is sure at 0.001 (against
+    # the hours before).
     busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
     fixed = counts(10, lambda m: 5 if 0 <= m < 40 else 10, hours_after=2)
     impacts = judge(busy, minutes=65, slo=fixed, tracker=config_then_next(40))
@@ -344,6 +346,24 @@ def test_a_quiet_hour_that_agrees_with_the_six_hours_before_is_compared_with_the
     attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
     assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
     assert attributed[0].evidence["pre"] == [20, 3600]
+
+
+def test_a_busy_hour_is_compared_with_the_six_hours_before_at_the_final_look() -> None:
+    # 1.25 % for seven hours (45 failures an hour); the change fails 2 % (1.6x). Against
+    # the hour alone, 90 min of "after" stay above the bar: 45 failures know the usual
+    # rate to about a seventh. At the final look, one test rather than one per tick, the
+    # six hours before, which agree with the hour, are the reference.
+    slo = counts(10, lambda m: 5 if m >= 0 else 8, hours_before=7, hours_after=2)
+    impacts = judge(BUSY, minutes=100, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("p_value")) for i in impacts]
+    assert attributed[0].decided_at_ms >= T0 + 90 * MINUTE
+    assert attributed[0].evidence["pre"] == [6 * 45, 6 * 3600]
+    # Before it, the hour is the reference: a change failing 2.5 % (2x) is suspected on it.
+    slo = counts(10, lambda m: 4 if m >= 0 else 8, hours_before=7, hours_after=2)
+    impacts = judge(BUSY, minutes=100, slo=slo)
+    suspected = [i for i in impacts if i.verdict.verdict == "SUSPECTED"]
+    assert suspected and suspected[0].evidence["pre"] == [45, 3600]
 
 
 def test_after_a_split_the_old_version_is_held_against_the_hour_not_the_six_hours() -> None:

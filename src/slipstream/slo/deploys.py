@@ -589,12 +589,14 @@ class DeployTracker:
         if rising and level is None:
             pre = calm.late
         usual = pre  # what the old version is held against after a split (below)
-        if pre[0] < QUIET_BAD_EVENTS and level is None and not rising:
+        if (pre[0] < QUIET_BAD_EVENTS or final_look) and level is None and not rising:
             # A quiet service's hour holds too few failures to know its rate: look further
             # back, in the 5 min buckets that keep the day. Below ten failures they are the
             # reference; below thirty when they agree with the hour, and know its rate six
-            # times better. (The old version's rate during a split is still held against
-            # the hour: "something else going on" needs the hour's own evidence.)
+            # times better. So they are at the final look, however busy the hour: one test,
+            # where every tick's test against them would find chance rises of good changes
+            # (benched). (The old version's rate during a split is still held against the
+            # hour: "something else going on" needs the hour's own evidence.)
             far = _calm_far(before, slo, windows, start)
             if far[1] > pre[1] and pre[0] < MIN_BAD_EVENTS:
                 pre = usual = far
