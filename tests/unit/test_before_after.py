@@ -17,6 +17,7 @@ from slipstream.slo.correlation import (
 )
 from slipstream.slo.deploys import (
     INCIDENT_REACH,
+    JUDGING_ENDED,
     CalleeChange,
     DeployTracker,
     Impact,
@@ -1135,3 +1136,18 @@ def test_a_harm_that_ended_is_not_attributed_at_the_final_look() -> None:
     final = [i.evidence for i in impacts if i.evidence.get("final_look")]
     assert final and final[0]["p_value"] <= 0.001
     assert final[0]["note"] == "not persistent yet" and final[0]["later_half_rate_ratio"] < 1.0
+
+
+def test_a_suspicion_left_standing_by_the_last_look_is_published_as_judged_to_the_end() -> None:
+    # The ended harm above stays SUSPECTED at its final look (90 min after the switch). Once
+    # past it, no decision will come: the deploy is published as undecided once more, saying
+    # that its judging ended, not as one with no evidence yet.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    spell = failing_at({3, 5, 7, 9, 11, 13, 15, 17, 19, 70}, before_every=50)
+    impacts = judge(busy, minutes=110, slo=spell)
+    verdicts = [i.verdict.verdict for i in impacts]
+    assert verdicts[-2:] == ["SUSPECTED", "INCONCLUSIVE"], verdicts
+    last = impacts[-1]
+    assert last.evidence["note"] == JUDGING_ENDED
+    assert last.evidence["judging_ended_ms"] <= last.decided_at_ms
+    assert last.decided_at_ms - impacts[-2].decided_at_ms <= 60_000

@@ -105,6 +105,9 @@ RECOVERY_MS: Final = 5 * 60_000
 RECOVERY_MAX_MS: Final = 20 * 60_000
 ROLLBACK_TAKES_MS: Final = 60_000
 MAX_PHASES: Final = 100  # phases kept per deploy (a rollout has a handful)
+# The note of a deploy judged to its last look and left undecided (a suspicion that was
+# neither confirmed nor cleared): no decision will come.
+JUDGING_ENDED: Final = "judged to its last look: undecided"
 
 
 class CalleeChange(NamedTuple):
@@ -433,9 +436,12 @@ class DeployTracker:
                     callees or dict, stopped_ms, None if confounders else level_from
                 )  # fmt: skip
                 judgements.append((judged, extra))
-            judged, evidence_extra = max(judgements, key=lambda je: JUDGEMENT_RANK[je[0].verdict])
+            # The more decisive verdict; of equals, one still being judged over one whose
+            # judging has ended.
+            judged, extra = max(judgements, key=lambda je: (
+                JUDGEMENT_RANK[je[0].verdict], je[1].get("note") != JUDGING_ENDED))  # fmt: skip
             if judged.verdict != "INCONCLUSIVE" or verdict.verdict == "INCONCLUSIVE":
-                verdict = judged
+                verdict, evidence_extra = judged, extra  # its evidence, not the split's
         previous = tracked.verdicts.get(slo)
         if previous == verdict.verdict or (previous == "CLEARED" and verdict.verdict not in
                                            SUSPECT_VERDICTS):  # fmt: skip
@@ -557,8 +563,13 @@ class DeployTracker:
             post_to = min(post_to, rolled_back)
         # Judged while "after" grows, and for a stopped change until its recovery shows.
         last_look = post_to if rolled_back is None else rolled_back + RECOVERY_MAX_MS
-        if post_to - post_from < SWITCH_AFTER_MS or clock_ms > last_look + FINE_MS:
-            return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after", or nothing new
+        if post_to - post_from < SWITCH_AFTER_MS:
+            return Verdict("INCONCLUSIVE", 0.0), {}  # too little "after"
+        if clock_ms > last_look + FINE_MS:
+            # Nothing new: judged to its last look. A suspicion that look left standing is
+            # published as undecided once, saying so (not as one with no evidence yet).
+            return Verdict("INCONCLUSIVE", 0.0), {"note": JUDGING_ENDED,
+                                                  "judging_ended_ms": last_look}  # fmt: skip
         # The final look: "after" at its full length (or at the stopped change's last look),
         # or the last look of all, the judgement's horizon.
         full_length = post_from + BEFORE_AFTER_DECIDE_MS if rolled_back is None else last_look

@@ -17,6 +17,7 @@ from typing import Any
 from slipstream import conventions
 from slipstream.client.trace import parse_timestamp
 from slipstream.settings import Settings
+from slipstream.slo.deploys import JUDGING_ENDED
 from slipstream.streams.read_cli import read_alerts, read_impacts, read_records, read_status
 
 
@@ -89,8 +90,45 @@ def undecided_line(impact: dict[str, Any]) -> str:
         return (f"- {impact['deploy_id']} on {impact['slo']}: cannot be told apart from "
                 f"{', '.join(others)}, whose rollout moved with it; together they explain the "
                 "rise.")  # fmt: skip
+    if impact["evidence"].get("note") == JUDGING_ENDED:
+        return (f"- {impact['deploy_id']} on {impact['slo']}: under suspicion earlier, judged "
+                "to the end of its window and left undecided (its harm was neither confirmed "
+                "nor cleared); no decision will come.")  # fmt: skip
     return (f"- {impact['deploy_id']} on {impact['slo']}: no decision yet (too little "
             "evidence, or no version split to compare).")  # fmt: skip
+
+
+def _share(counts: Any) -> str:
+    """``[bad, total]`` as a bad rate with its counts."""
+    bad, total = counts
+    return f"{bad / total if total else 0.0:.3%} ({bad}/{total})"
+
+
+def evidence_line(e: dict[str, Any]) -> str:
+    """What a verdict rests on, in the terms of the test that decided it: the versions side
+    by side for a version split; the SLO before and after the change (and how far it rose
+    beyond the services around it) for a before/after comparison."""
+    if e.get("method") == "before_after" and e.get("pre") and e.get("post"):
+        line = (f"  Evidence (before/after): bad rate {_share(e['post'])} after the change "
+                f"against {_share(e['pre'])} before it; rate ratio "
+                f"{e.get('rate_ratio') or 0:.1f}x (p = {e.get('p_value', 1.0):.2g})")  # fmt: skip
+        if e.get("adjusted_rate_ratio") is not None:
+            line += (f", {e['adjusted_rate_ratio']:.1f}x beyond the rise of the services "
+                     "around it")  # fmt: skip
+        if e.get("onset"):
+            line += f"; onset {e['onset']}"
+        controls = e.get("controls") or {}
+        if controls.get("usable"):
+            line += (f"; {controls['usable']} control services, "
+                     f"{controls.get('degraded', 0)} degraded")  # fmt: skip
+        return line + "."
+    ci = e.get("rate_ratio_ci95") or [None, None]
+    return (f"  Evidence ({e.get('method')}): bad rate {e.get('bad_rate_new') or 0:.3%} on the "
+            f"new version against {e.get('bad_rate_old') or 0:.3%} on the old "
+            f"({e.get('bad_new')}/{e.get('total_new')} vs {e.get('bad_old')}/"
+            f"{e.get('total_old')}); rate ratio {e.get('rate_ratio') or 0:.1f}x "
+            f"(95% interval {ci[0] or 0:.1f} to {ci[1] or 0:.1f}); "
+            f"e-value {e.get('e_value', 0):.3g}.")  # fmt: skip
 
 
 def render(settings: Settings, service: str, since: int, until: int) -> str:
@@ -125,17 +163,11 @@ def render(settings: Settings, service: str, since: int, until: int) -> str:
         lines.append("No deploy in this window is attributed the burn.")
     for i in attributed:
         e = i["evidence"]
-        ci = e.get("rate_ratio_ci95") or [None, None]
         lines += [
             f"- **{i['deploy_id']}** ({i['slo']}): {i['verdict']} with confidence "
             f"{i['confidence']:.2f}; spent {i['budget_consumed_ratio']:.1%} of the period's "
             "error budget.",
-            f"  Evidence ({e.get('method')}): bad rate {e.get('bad_rate_new') or 0:.3%} on the "
-            f"new version against {e.get('bad_rate_old') or 0:.3%} on the old "
-            f"({e.get('bad_new')}/{e.get('total_new')} vs {e.get('bad_old')}/"
-            f"{e.get('total_old')}); rate ratio {e.get('rate_ratio') or 0:.1f}x "
-            f"(95% interval {ci[0] or 0:.1f} to {ci[1] or 0:.1f}); "
-            f"e-value {e.get('e_value', 0):.3g}.",
+            evidence_line(e),
         ]
         if e.get("rollback_recommended"):
             lines.append(
