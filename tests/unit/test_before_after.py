@@ -137,6 +137,30 @@ def test_a_small_harm_is_attributed_at_the_final_look_over_all_of_after() -> Non
     assert 0.0001 < attributed[0].evidence["p_value"] <= 0.001
 
 
+def test_a_harm_near_the_bar_whose_later_half_is_still_up_is_attributed_at_the_final_look() -> None:
+    # 1.83x in the first 45 minutes after the change, 1.34x in the next 45 (0.1 % before, six
+    # hours of it): 1.67x over all of "after", sure at 0.001 only at the final look. Its
+    # later half, 1.48x, is under the 1.5x bar, but surely up (p 0.023) on more than ten
+    # failures, and did not fall from the first half surely: the harm lasted.
+    busy = {f"b{i}/availability": counts(1000, lambda m: 1) for i in range(6)}
+    slo = counts(10, fading_from_1_8x_to_1_3x, hours_before=6, hours_after=2)
+    impacts = judge(busy, minutes=100, slo=slo)
+    attributed = [i for i in impacts if i.verdict.verdict == "ATTRIBUTED"]
+    assert attributed, [(i.verdict.verdict, i.evidence.get("note")) for i in impacts]
+    evidence = attributed[0].evidence
+    assert attributed[0].decided_at_ms == T0 + 90 * MINUTE and evidence["final_look"] is True
+    assert evidence["later_half_rate_ratio"] < 1.5 < evidence["rate_ratio"]
+    assert 0.01 < evidence["later_half_p_value"] <= 0.05
+
+
+def fading_from_1_8x_to_1_3x(minute: int) -> int:
+    if minute < 0:
+        return 10
+    if minute < 45:
+        return 5 if minute % 2 else 6
+    return 7 if minute % 2 else 8
+
+
 def config_then_next(minute: int) -> DeployTracker:
     """Config change cfg-7 of "api" at T0, and the next one, cfg-8, ``minute`` later."""
     tracker = DeployTracker()

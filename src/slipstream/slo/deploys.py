@@ -52,6 +52,7 @@ BEFORE_AFTER_ALPHA: Final = 0.0001
 # test: a small harm shows only over all of it (the looks before spent little of the risk).
 FINAL_ALPHA: Final = 0.001
 PERSIST_ALPHA: Final = 0.01
+LATER_HALF_ALPHA: Final = 0.05  # "still up" over the later half of a rise, at the final look
 QUIET_BAD_EVENTS: Final = 30  # an hour with fewer failures than this knows its rate poorly
 BEFORE_MS: Final = 3_600_000  # "before": the hour before the deploy
 LONG_BEFORE_MS: Final = 6 * 3_600_000  # ... or six hours for a service that rarely fails
@@ -920,6 +921,12 @@ class DeployTracker:
             later = _beyond_burst(windows, later_from, post_to, phi)
             later_ratio, p_later = rate_rose(pre, later, factor)
             persisted = later_ratio / factor >= min_ratio and p_later <= PERSIST_ALPHA
+            if not persisted and later[0] >= MIN_BAD_EVENTS and p_later <= LATER_HALF_ALPHA:
+                # Half the minutes seldom show a harm near the bar at its full size: still
+                # surely up, and not fallen from the rise's first half, it lasted (an
+                # incident's or a blip's end would show as a fall).
+                earlier = _shrunk(windows.fine_range(rise_from, later_from), phi)
+                persisted = not _fell(earlier, later)
             evidence |= {"final_look": True, "later_half_rate_ratio": later_ratio / factor,
                          "later_half_p_value": p_later}  # fmt: skip
         if harmful and persisted:
