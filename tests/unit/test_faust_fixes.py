@@ -5,6 +5,7 @@ changelog write."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import defaultdict
 from types import SimpleNamespace
@@ -230,3 +231,26 @@ def test_a_commit_that_returns_goes_through(monkeypatch: Any) -> None:
 
     assert _commit_with(answers, monkeypatch) is True
     assert committed == [{TOPIC: 5}]
+
+
+def test_a_slow_commit_that_returns_is_logged_with_how_long_it_took(
+    monkeypatch: Any, caplog: Any
+) -> None:
+    async def slow(offsets: Any) -> bool:
+        await asyncio.sleep(0.02)  # a commit riding out a broker restart, in miniature
+        return True
+
+    monkeypatch.setattr(faust_fixes, "COMMIT_SLOW_S", 0.01)
+    with caplog.at_level(logging.WARNING, logger=faust_fixes.__name__):
+        assert _commit_with(slow, monkeypatch) is True
+    [record] = [r for r in caplog.records if "a commit took" in r.getMessage()]
+    assert record.args and record.args[0] >= 0.02
+
+
+def test_a_quick_commit_is_not_logged(monkeypatch: Any, caplog: Any) -> None:
+    async def quick(offsets: Any) -> bool:
+        return True
+
+    with caplog.at_level(logging.WARNING, logger=faust_fixes.__name__):
+        assert _commit_with(quick, monkeypatch) is True
+    assert not [r for r in caplog.records if "a commit took" in r.getMessage()]
